@@ -1,0 +1,103 @@
+//! `weft:service/storage`: SQL on the component's own database, inside the
+//! invocation's transaction.
+
+use rusqlite::types::Value as SqlValue;
+
+use crate::bindings::weft::service::storage::{Host, Rows, Value};
+use crate::bindings::GuestError;
+use crate::db::DbError;
+use crate::state::HostState;
+
+/// SQL text longer than this is refused.
+const MAX_SQL: usize = 64 * 1024;
+/// More parameters than this are refused.
+const MAX_PARAMS: usize = 999;
+
+impl From<DbError> for GuestError {
+    fn from(e: DbError) -> GuestError {
+        match e {
+            DbError::Invalid(m) => GuestError::Invalid(m),
+            DbError::Conflict(m) => GuestError::Conflict(m),
+            DbError::Denied(m) => GuestError::Denied(m),
+            DbError::LimitExceeded(m) => GuestError::LimitExceeded(m),
+            DbError::Unavailable(m) => GuestError::Unavailable(m),
+        }
+    }
+}
+
+fn to_sql(v: Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Integer(i) => SqlValue::Integer(i),
+        Value::Real(f) => SqlValue::Real(f),
+        Value::Text(s) => SqlValue::Text(s),
+        Value::Blob(b) => SqlValue::Blob(b),
+    }
+}
+
+fn from_sql(v: SqlValue) -> Value {
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Integer(i) => Value::Integer(i),
+        SqlValue::Real(f) => Value::Real(f),
+        SqlValue::Text(s) => Value::Text(s),
+        SqlValue::Blob(b) => Value::Blob(b),
+    }
+}
+
+fn check(sql: &str, params: &[Value]) -> Result<(), GuestError> {
+    if sql.len() > MAX_SQL {
+        return Err(GuestError::LimitExceeded(format!(
+            "SQL longer than {MAX_SQL} bytes"
+        )));
+    }
+    if params.len() > MAX_PARAMS {
+        return Err(GuestError::LimitExceeded(format!(
+            "more than {MAX_PARAMS} parameters"
+        )));
+    }
+    Ok(())
+}
+
+impl Host for HostState {
+    async fn execute(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<u64, GuestError>> {
+        if let Err(e) = check(&sql, &params) {
+            return Ok(Err(e));
+        }
+        let params = params.into_iter().map(to_sql).collect();
+        let result = match self.tx().await {
+            Ok(tx) => tx.execute(sql, params).await,
+            Err(e) => Err(e),
+        };
+        Ok(result.map_err(GuestError::from))
+    }
+
+    async fn query(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, GuestError>> {
+        if let Err(e) = check(&sql, &params) {
+            return Ok(Err(e));
+        }
+        let params = params.into_iter().map(to_sql).collect();
+        let result = match self.tx().await {
+            Ok(tx) => tx.query(sql, params).await,
+            Err(e) => Err(e),
+        };
+        Ok(result
+            .map(|r| Rows {
+                columns: r.columns,
+                rows: r
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(from_sql).collect())
+                    .collect(),
+            })
+            .map_err(GuestError::from))
+    }
+}

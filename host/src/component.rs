@@ -1,0 +1,314 @@
+//! A loaded component and its invocations.
+//!
+//! Every invocation — an HTTP request, an event delivery, a request-reply
+//! message — gets a fresh `Store` from the component's pre-instantiated
+//! `ServicePre`, with memory limits and a deadline. It succeeds or fails as a
+//! whole: on success its transaction commits and only then are its events
+//! handed to the bus; on a trap, a timeout, a guest error or a 5xx response
+//! the transaction rolls back and its events are dropped with it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+
+use crate::bindings::{GuestError, GuestEvent, HttpRequest, HttpResponse, ServicePre};
+use crate::bus::Event;
+use crate::config::ResolvedLimits;
+use crate::db::DbError;
+use crate::state::{ComponentCtx, HostState, Invocation};
+
+/// Consecutive failures after which a component reports `degraded`.
+pub const DEGRADED_AFTER: u64 = 5;
+
+/// Why an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The guest trapped (panic, out-of-bounds, out of memory, a host bug).
+    #[error("the component trapped: {0}")]
+    Trap(String),
+    /// It ran past its deadline.
+    #[error("the component ran past its {0} ms deadline")]
+    Timeout(u128),
+    /// The guest returned an error (events and messages).
+    #[error("the component returned an error: {0:?}")]
+    Guest(GuestError),
+    /// It answered HTTP with a 5xx: rolled back, but the answer stands.
+    #[error("the component answered {}", .0.status)]
+    ServerError(HttpResponse),
+    /// Its transaction could not commit.
+    #[error("commit failed: {0}")]
+    Commit(DbError),
+}
+
+/// Invocation counts, for `/health`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Invocations that succeeded.
+    pub handled: AtomicU64,
+    /// Invocations that failed.
+    pub failed: AtomicU64,
+    /// Failures since the last success.
+    pub consecutive_failures: AtomicU64,
+}
+
+/// What the host calls.
+enum Call {
+    Http(HttpRequest),
+    Event(GuestEvent),
+    Message { subject: String, payload: String },
+    Migrations,
+}
+
+enum Answer {
+    Http(HttpResponse),
+    Done,
+    Message(String),
+    Migrations(Vec<String>),
+}
+
+/// A component ready to run.
+pub struct LoadedComponent {
+    /// Shared with every invocation: name, config, database, bus.
+    pub ctx: Arc<ComponentCtx>,
+    /// Imports resolved once.
+    pub pre: ServicePre<HostState>,
+    /// sha256 of the loaded `.wasm`.
+    pub sha256: String,
+    /// Its limits.
+    pub limits: ResolvedLimits,
+    /// Its replicas' ids, `name-1` … `name-N`.
+    pub instances: Vec<Arc<str>>,
+    /// Counters.
+    pub stats: Stats,
+    next_instance: AtomicUsize,
+}
+
+/// Where one invocation comes from.
+pub struct Origin {
+    /// The replica that runs it.
+    pub instance: Arc<str>,
+    /// Its correlation id.
+    pub correlation_id: String,
+    /// The event it handles, if any.
+    pub causation_id: Option<String>,
+}
+
+impl LoadedComponent {
+    /// Wraps a pre-instantiated component.
+    pub fn new(
+        ctx: Arc<ComponentCtx>,
+        pre: ServicePre<HostState>,
+        sha256: String,
+        limits: ResolvedLimits,
+        replicas: usize,
+    ) -> LoadedComponent {
+        let instances = (1..=replicas)
+            .map(|i| Arc::from(format!("{}-{i}", ctx.name)))
+            .collect();
+        LoadedComponent {
+            ctx,
+            pre,
+            sha256,
+            limits,
+            instances,
+            stats: Stats::default(),
+            next_instance: AtomicUsize::new(0),
+        }
+    }
+
+    /// The component's name.
+    pub fn name(&self) -> &str {
+        &self.ctx.name
+    }
+
+    /// The next replica in turn, for HTTP requests.
+    pub fn next_instance(&self) -> Arc<str> {
+        let i = self.next_instance.fetch_add(1, Ordering::Relaxed) % self.instances.len();
+        self.instances[i].clone()
+    }
+
+    /// `ok` or `degraded`.
+    pub fn status(&self) -> &'static str {
+        if self.stats.consecutive_failures.load(Ordering::Relaxed) >= DEGRADED_AFTER {
+            "degraded"
+        } else {
+            "ok"
+        }
+    }
+
+    fn origin(&self, correlation_id: String) -> Origin {
+        Origin {
+            instance: self.next_instance(),
+            correlation_id,
+            causation_id: None,
+        }
+    }
+
+    /// Asks the component for its migrations.
+    pub async fn migrations(&self) -> Result<Vec<String>, InvokeError> {
+        let origin = self.origin("migrations".into());
+        match self.invoke(origin, Call::Migrations).await? {
+            Answer::Migrations(list) => Ok(list),
+            _ => Err(InvokeError::Trap("unexpected answer".into())),
+        }
+    }
+
+    /// Runs an HTTP request.
+    pub async fn handle_http(
+        &self,
+        request: HttpRequest,
+        correlation_id: String,
+    ) -> Result<HttpResponse, InvokeError> {
+        let origin = self.origin(correlation_id);
+        match self.invoke(origin, Call::Http(request)).await? {
+            Answer::Http(response) => Ok(response),
+            _ => Err(InvokeError::Trap("unexpected answer".into())),
+        }
+    }
+
+    /// Delivers one event on replica `instance`.
+    pub async fn handle_event(&self, instance: Arc<str>, event: &Event) -> Result<(), InvokeError> {
+        let origin = Origin {
+            instance,
+            correlation_id: event.correlation_id.clone(),
+            causation_id: Some(event.id.clone()),
+        };
+        let call = Call::Event(GuestEvent {
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            source: event.source.clone(),
+            data: event.data.to_string(),
+            timestamp: event.timestamp.clone(),
+            correlation_id: event.correlation_id.clone(),
+            causation_id: event.causation_id.clone(),
+        });
+        self.invoke(origin, call).await.map(|_| ())
+    }
+
+    /// Answers one request-reply message on replica `instance`.
+    pub async fn handle_message(
+        &self,
+        instance: Arc<str>,
+        subject: String,
+        payload: String,
+        correlation_id: String,
+    ) -> Result<String, InvokeError> {
+        let origin = Origin {
+            instance,
+            correlation_id,
+            causation_id: None,
+        };
+        match self
+            .invoke(origin, Call::Message { subject, payload })
+            .await?
+        {
+            Answer::Message(text) => Ok(text),
+            _ => Err(InvokeError::Trap("unexpected answer".into())),
+        }
+    }
+
+    fn new_store(&self, origin: Origin, deadline: Instant) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .instances(64)
+            .tables(64)
+            .memories(16)
+            .build();
+        let inv = Invocation {
+            component: self.ctx.clone(),
+            instance_id: origin.instance,
+            correlation_id: origin.correlation_id,
+            causation_id: origin.causation_id,
+            deadline,
+        };
+        let mut store = Store::new(self.pre.engine(), HostState::new(inv, limits));
+        store.limiter(|s| &mut s.limits);
+        // Yield to the scheduler at every epoch tick so that a busy guest
+        // never holds a worker thread, and trap once the deadline passed.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    async fn invoke(&self, origin: Origin, call: Call) -> Result<Answer, InvokeError> {
+        let result = self.invoke_inner(origin, call).await;
+        let stats = &self.stats;
+        match &result {
+            Ok(_) => {
+                stats.handled.fetch_add(1, Ordering::Relaxed);
+                stats.consecutive_failures.store(0, Ordering::Relaxed);
+            }
+            Err(e) => {
+                stats.failed.fetch_add(1, Ordering::Relaxed);
+                stats.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(component = self.name(), "invocation failed: {e}");
+            }
+        }
+        result
+    }
+
+    async fn invoke_inner(&self, origin: Origin, call: Call) -> Result<Answer, InvokeError> {
+        let timeout = self.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        let mut store = self.new_store(origin, deadline);
+        let run = async {
+            let service: crate::bindings::Service = self.pre.instantiate_async(&mut store).await?;
+            let handler = service.weft_service_handler();
+            let answer: Result<Answer, GuestError> = match call {
+                Call::Http(req) => Ok(Answer::Http(
+                    handler.call_on_request(&mut store, &req).await?,
+                )),
+                Call::Event(ev) => handler
+                    .call_on_event(&mut store, &ev)
+                    .await?
+                    .map(|()| Answer::Done),
+                Call::Message { subject, payload } => handler
+                    .call_on_message(&mut store, &subject, &payload)
+                    .await?
+                    .map(Answer::Message),
+                Call::Migrations => Ok(Answer::Migrations(
+                    handler.call_migrations(&mut store).await?,
+                )),
+            };
+            wasmtime::Result::<_>::Ok(answer)
+        };
+        let answer = match tokio::time::timeout(timeout, run).await {
+            Err(_) => return Err(InvokeError::Timeout(timeout.as_millis())),
+            Ok(Err(trap)) => {
+                if Instant::now() >= deadline {
+                    return Err(InvokeError::Timeout(timeout.as_millis()));
+                }
+                return Err(InvokeError::Trap(format!("{trap:?}")));
+            }
+            Ok(Ok(Err(guest))) => return Err(InvokeError::Guest(guest)),
+            Ok(Ok(Ok(answer))) => answer,
+        };
+        if let Answer::Http(response) = &answer {
+            if response.status >= 500 {
+                return Err(InvokeError::ServerError(response.clone()));
+            }
+        }
+        let events = store
+            .into_data()
+            .commit()
+            .await
+            .map_err(InvokeError::Commit)?;
+        if !events.is_empty() {
+            let events = events.into_iter().map(Arc::new).collect();
+            if let Err(e) = self.ctx.bus.publish(events).await {
+                // Committed but not delivered: the durable outbox of a later
+                // version closes this gap; for now it is loud.
+                tracing::error!(component = self.name(), "events not dispatched: {e}");
+            }
+        }
+        Ok(answer)
+    }
+}

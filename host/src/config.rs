@@ -1,0 +1,516 @@
+//! `runtime.toml`: the typed, strictly parsed description of a Weft deployment.
+//!
+//! Unknown keys are errors that name the key and its line (serde's
+//! `deny_unknown_fields` plus the `toml` crate's spans). Every path is taken
+//! relative to the file's own directory, and a few settings can be overridden
+//! from the environment (see [`Config::apply_env`]).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// What can go wrong while reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown or mistyped key.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// The values parse but do not make sense together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    /// An environment override has a bad value.
+    #[error("environment variable {name}: {message}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Schema version of this file; only `1` exists.
+    pub version: u32,
+    /// The HTTP gateway.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Where databases and compiled components live.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// Which bus carries events and requests.
+    #[serde(default)]
+    pub bus: BusConfig,
+    /// Default limits for every component (each may override them).
+    #[serde(default)]
+    pub limits: Limits,
+    /// The components, by name.
+    #[serde(default)]
+    pub components: BTreeMap<String, ComponentConfig>,
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Whether to run the gateway at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Listen address; port 0 picks a free port.
+    #[serde(default = "default_addr")]
+    pub addr: SocketAddr,
+    /// Request bodies above this many bytes are refused with 413.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Open connections at most; more wait in the kernel's backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            addr: default_addr(),
+            max_body_bytes: default_max_body(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The data directory: one SQLite file per component, and the cache of
+    /// compiled components.
+    #[serde(default = "default_data_dir")]
+    pub dir: PathBuf,
+    /// SQLite's `synchronous` setting for component databases.
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            dir: default_data_dir(),
+            synchronous: Synchronous::default(),
+        }
+    }
+}
+
+/// SQLite `synchronous` mode (always with WAL).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    /// Survives a process crash; the last commits may be lost on power loss.
+    #[default]
+    Normal,
+    /// Survives power loss too; every commit waits for fsync.
+    Full,
+}
+
+/// `[bus]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusConfig {
+    /// `local` (in-process, the default) or `nats`.
+    #[serde(default)]
+    pub kind: BusKind,
+    /// NATS server URL(s), when `kind = "nats"`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Capacity of each subscriber's queue: a full queue makes publishers
+    /// wait rather than drop events.
+    #[serde(default = "default_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            kind: BusKind::default(),
+            url: None,
+            queue_capacity: default_queue(),
+        }
+    }
+}
+
+/// Which bus implementation.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process.
+    #[default]
+    Local,
+    /// NATS (core and JetStream).
+    Nats,
+}
+
+/// Per-invocation limits. In `[limits]` they are defaults; in a component's
+/// `[components.<name>.limits]` they override those defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Linear memory per instance, in MiB.
+    pub memory_mib: Option<u64>,
+    /// Wall-clock time per invocation, in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// Invocations of this component running at once (per replica).
+    pub concurrency: Option<usize>,
+}
+
+/// Limits with every value decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedLimits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock time per invocation.
+    pub timeout: std::time::Duration,
+    /// Concurrent invocations per replica.
+    pub concurrency: usize,
+}
+
+impl Limits {
+    /// Fills in from `defaults`, then from built-in defaults.
+    pub fn resolve(&self, defaults: &Limits) -> ResolvedLimits {
+        let mib = self.memory_mib.or(defaults.memory_mib).unwrap_or(64);
+        let ms = self.timeout_ms.or(defaults.timeout_ms).unwrap_or(10_000);
+        let concurrency = self.concurrency.or(defaults.concurrency).unwrap_or(16);
+        ResolvedLimits {
+            memory_bytes: usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+            timeout: std::time::Duration::from_millis(ms),
+            concurrency: concurrency.max(1),
+        }
+    }
+}
+
+/// `[components.<name>]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// Path of the `.wasm` component.
+    pub wasm: PathBuf,
+    /// HTTP route prefix (`iam` mounts the component at `/iam/...`); defaults
+    /// to the component's name. `""` means no HTTP routes.
+    pub route: Option<String>,
+    /// Event types to receive: exact (`user.registered`), NATS-style
+    /// wildcards (`user.*`, `user.>`), or `*` for every event.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Request-reply subjects this component answers (`workflows.create`).
+    #[serde(default)]
+    pub serve: Vec<String>,
+    /// Instances of this component; each event or request goes to one.
+    #[serde(default = "one")]
+    pub replicas: usize,
+    /// Limits overriding `[limits]`.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Values the component reads through the `config` interface.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+impl ComponentConfig {
+    /// The route prefix, without slashes, or `None` for no HTTP routes.
+    pub fn route_prefix<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        let route = self.route.as_deref().unwrap_or(name).trim_matches('/');
+        (!route.is_empty()).then_some(route)
+    }
+
+    /// The config values as the guest sees them: strings as they are,
+    /// anything else as JSON text.
+    pub fn config_strings(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let text = match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => serde_json::to_string(other).unwrap_or_default(),
+                };
+                (k.clone(), text)
+            })
+            .collect()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn one() -> usize {
+    1
+}
+fn default_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".weft")
+}
+fn default_queue() -> usize {
+    4096
+}
+
+impl Config {
+    /// Reads and checks `path`, resolving relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("runtime.toml"),
+            message: e.to_string(),
+        })?;
+        if config.version != 1 {
+            return Err(ConfigError::Invalid(format!(
+                "version = {} is not supported (this host reads version 1)",
+                config.version
+            )));
+        }
+        if config.data.dir.is_relative() {
+            config.data.dir = base.join(&config.data.dir);
+        }
+        for component in config.components.values_mut() {
+            if component.wasm.is_relative() {
+                component.wasm = base.join(&component.wasm);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// An empty configuration (no components) with every default.
+    pub fn empty() -> Config {
+        Config {
+            version: 1,
+            http: HttpConfig::default(),
+            data: DataConfig::default(),
+            bus: BusConfig::default(),
+            limits: Limits::default(),
+            components: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what serde cannot: names, routes, replicas.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut routes = BTreeMap::new();
+        for (name, c) in &self.components {
+            if !valid_name(name) {
+                return Err(ConfigError::Invalid(format!(
+                    "component name `{name}`: use 1-64 of a-z, 0-9, `-` and `_`"
+                )));
+            }
+            if c.replicas == 0 || c.replicas > 64 {
+                return Err(ConfigError::Invalid(format!(
+                    "components.{name}.replicas = {}: must be 1 to 64",
+                    c.replicas
+                )));
+            }
+            if let Some(route) = c.route_prefix(name) {
+                if route.contains('/') || route == "health" {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}.route = `{route}`: one path segment, not `health`"
+                    )));
+                }
+                if let Some(other) = routes.insert(route.to_owned(), name.clone()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "components {other} and {name} both use route `/{route}`"
+                    )));
+                }
+            }
+            for pattern in c.subscribe.iter().chain(c.serve.iter()) {
+                if crate::bus::subject::event_subject_pattern(pattern).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}: `{pattern}` is not a valid subject or pattern"
+                    )));
+                }
+            }
+            for subject in &c.serve {
+                if subject.contains('*') || subject.contains('>') {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}.serve: `{subject}` must be an exact subject"
+                    )));
+                }
+            }
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_body_bytes must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies `WEFT_*` environment overrides from `vars` (usually
+    /// `std::env::vars()`).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), ConfigError> {
+        for (key, value) in vars {
+            match key.as_str() {
+                "WEFT_HTTP_ADDR" => {
+                    self.http.addr = value.parse().map_err(|e| ConfigError::Env {
+                        name: "WEFT_HTTP_ADDR",
+                        message: format!("`{value}` is not an address like 127.0.0.1:8080: {e}"),
+                    })?;
+                }
+                "WEFT_DATA_DIR" => self.data.dir = PathBuf::from(value),
+                "WEFT_HTTP_MAX_BODY_BYTES" => {
+                    self.http.max_body_bytes = value.parse().map_err(|e| ConfigError::Env {
+                        name: "WEFT_HTTP_MAX_BODY_BYTES",
+                        message: format!("`{value}`: {e}"),
+                    })?;
+                }
+                "WEFT_NATS_URL" => {
+                    self.bus.kind = BusKind::Nats;
+                    self.bus.url = Some(value);
+                }
+                _ => {}
+            }
+        }
+        self.validate()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/base"))
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let err = parse("version = 1\n[http]\naddr = \"127.0.0.1:1\"\nport = 3\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("port"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn unknown_component_key_is_an_error() {
+        let err = parse("version = 1\n[components.a]\nwasm = \"a.wasm\"\nreplica = 2\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("replica"), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_file() -> Result<(), ConfigError> {
+        let c = parse("version = 1\n[components.iam]\nwasm = \"x/iam.wasm\"\n")?;
+        assert_eq!(c.components["iam"].wasm, Path::new("/base/x/iam.wasm"));
+        assert_eq!(c.data.dir, Path::new("/base/.weft"));
+        assert_eq!(c.components["iam"].route_prefix("iam"), Some("iam"));
+        Ok(())
+    }
+
+    #[test]
+    fn duplicate_routes_and_zero_replicas_are_refused() {
+        let dup = "version = 1\n[components.a]\nwasm = \"a\"\nroute = \"x\"\n[components.b]\nwasm = \"b\"\nroute = \"x\"\n";
+        assert!(matches!(parse(dup), Err(ConfigError::Invalid(_))));
+        let zero = "version = 1\n[components.a]\nwasm = \"a\"\nreplicas = 0\n";
+        assert!(matches!(parse(zero), Err(ConfigError::Invalid(_))));
+        assert!(matches!(
+            parse("version = 2\n"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn env_overrides_apply_and_bad_values_are_named() -> Result<(), ConfigError> {
+        let mut c = parse("version = 1\n")?;
+        c.apply_env([
+            ("WEFT_HTTP_ADDR".to_string(), "0.0.0.0:9999".to_string()),
+            ("WEFT_DATA_DIR".to_string(), "/tmp/x".to_string()),
+        ])?;
+        assert_eq!(c.http.addr.port(), 9999);
+        assert_eq!(c.data.dir, Path::new("/tmp/x"));
+        let err = c.apply_env([("WEFT_HTTP_ADDR".to_string(), "nope".to_string())]);
+        assert!(matches!(
+            err,
+            Err(ConfigError::Env {
+                name: "WEFT_HTTP_ADDR",
+                ..
+            })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn config_values_reach_the_guest_as_text() -> Result<(), ConfigError> {
+        let c = parse(
+            "version = 1\n[components.iam]\nwasm = \"i\"\n[components.iam.config]\nadmins = [\"alice\"]\nname = \"x\"\n",
+        )?;
+        let values = c.components["iam"].config_strings();
+        assert_eq!(values["admins"], "[\"alice\"]");
+        assert_eq!(values["name"], "x");
+        Ok(())
+    }
+
+    #[test]
+    fn limits_fall_back_to_defaults() {
+        let defaults = Limits {
+            memory_mib: Some(32),
+            timeout_ms: None,
+            concurrency: None,
+        };
+        let own = Limits {
+            timeout_ms: Some(50),
+            ..Limits::default()
+        };
+        let r = own.resolve(&defaults);
+        assert_eq!(r.memory_bytes, 32 << 20);
+        assert_eq!(r.timeout, std::time::Duration::from_millis(50));
+        assert_eq!(r.concurrency, 16);
+    }
+}

@@ -1,0 +1,496 @@
+//! One SQLite database per component, owned by one thread.
+//!
+//! rusqlite is blocking, so each database lives on its own thread and the
+//! async side sends it jobs. An invocation's statements form one transaction
+//! ([`Tx`]): it takes the database's writer lease, runs `BEGIN IMMEDIATE`
+//! with its first statement, and ends with `COMMIT` or — if it is dropped
+//! unfinished, e.g. after a trap or a timeout — `ROLLBACK`. Because jobs run
+//! in order on the one thread, the rollback always precedes the next
+//! invocation's `BEGIN`.
+//!
+//! Guests run under an authorizer: they cannot touch host tables (`_weft_*`),
+//! attach other files, run pragmas, or end the host's transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::types::Value;
+use rusqlite::{Connection, ErrorCode};
+
+use crate::config::Synchronous;
+
+/// At most this many rows come back from one query.
+pub const MAX_ROWS: usize = 10_000;
+/// At most this many bytes of values come back from one query.
+pub const MAX_RESULT_BYTES: usize = 16 << 20;
+/// Host-owned tables start with this prefix; guests cannot see them.
+pub const HOST_TABLE_PREFIX: &str = "_weft_";
+
+/// Database failures, sorted by what a caller can do about them.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DbError {
+    /// Bad SQL or parameters; the same call fails again.
+    #[error("{0}")]
+    Invalid(String),
+    /// A constraint (UNIQUE, CHECK, FOREIGN KEY, NOT NULL) would be broken.
+    #[error("{0}")]
+    Conflict(String),
+    /// The statement touches something guests may not.
+    #[error("{0}")]
+    Denied(String),
+    /// Too many rows or bytes.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// The database cannot do it now (busy, I/O, closed).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> DbError {
+        let message = e.to_string();
+        match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => DbError::Conflict(message),
+            Some(ErrorCode::AuthorizationForStatementDenied) => {
+                DbError::Denied(format!("not allowed for components: {message}"))
+            }
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DiskFull
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory,
+            ) => DbError::Unavailable(message),
+            _ => DbError::Invalid(message),
+        }
+    }
+}
+
+/// A query's result.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    /// Column names.
+    pub columns: Vec<String>,
+    /// Rows of values.
+    pub rows: Vec<Vec<Value>>,
+}
+
+type Job = Box<dyn FnOnce(&mut Worker) + Send>;
+
+/// The thread's side: the connection and the authorizer's switch.
+struct Worker {
+    conn: Connection,
+    guest_mode: Arc<AtomicBool>,
+}
+
+impl Worker {
+    /// Runs `f` with the authorizer off (host statements).
+    fn as_host<R>(&mut self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        self.guest_mode.store(false, Ordering::Relaxed);
+        let r = f(&mut self.conn);
+        self.guest_mode.store(true, Ordering::Relaxed);
+        r
+    }
+}
+
+/// A handle to a component's database. Clones share the thread.
+#[derive(Clone)]
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: std::sync::mpsc::Sender<Job>,
+    lease: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Database {
+    /// Opens (creating if needed) the database at `path` in WAL mode.
+    pub fn open(path: &Path, synchronous: Synchronous) -> Result<Database, DbError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DbError::Unavailable(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        let sync = match synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+        ))?;
+        conn.set_prepared_statement_cache_capacity(256);
+        let guest_mode = Arc::new(AtomicBool::new(true));
+        let mut conn = conn;
+        let flag = guest_mode.clone();
+        conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+            if flag.load(Ordering::Relaxed) {
+                guest_authorization(&ctx)
+            } else {
+                Authorization::Allow
+            }
+        }))?;
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let name = format!(
+            "weft-db-{}",
+            path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
+        );
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || {
+                let mut worker = Worker { conn, guest_mode };
+                while let Ok(job) = queue.recv() {
+                    job(&mut worker);
+                }
+            })
+            .map_err(|e| DbError::Unavailable(format!("cannot start database thread: {e}")))?;
+        Ok(Database {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                jobs,
+                lease: Arc::new(tokio::sync::Mutex::new(())),
+            }),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> R + Send + 'static,
+    ) -> Result<R, DbError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |w| {
+            let _ = tx.send(f(w));
+        });
+        self.inner
+            .jobs
+            .send(job)
+            .map_err(|_| DbError::Unavailable("database closed".into()))?;
+        rx.await
+            .map_err(|_| DbError::Unavailable("database thread stopped".into()))
+    }
+
+    /// Starts an invocation's transaction; waits for the writer lease.
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        let lease = self.inner.lease.clone().lock_owned().await;
+        self.call(|w| w.as_host(|c| c.execute_batch("BEGIN IMMEDIATE")))
+            .await??;
+        Ok(Tx {
+            db: self.clone(),
+            lease: Some(lease),
+        })
+    }
+
+    /// Applies the migrations after the ones already applied, in one
+    /// transaction. Returns how many ran. Migration SQL runs as guest SQL.
+    pub async fn migrate(&self, statements: Vec<String>) -> Result<usize, MigrationError> {
+        let _lease = self.inner.lease.clone().lock_owned().await;
+        self.call(move |w| migrate(w, &statements))
+            .await
+            .map_err(|e| MigrationError { index: 0, error: e })?
+    }
+
+    /// Folds the write-ahead log into the database file (on shutdown).
+    pub async fn checkpoint(&self) -> Result<(), DbError> {
+        self.call(|w| w.as_host(|c| c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")))
+            .await??;
+        Ok(())
+    }
+
+    /// A read on the host's behalf, outside any invocation (for tests and
+    /// tools): runs `sql` and returns its rows, without the authorizer.
+    pub async fn host_query(&self, sql: &str) -> Result<Rows, DbError> {
+        let sql = sql.to_owned();
+        // Host statements are never cached: a cached statement skips the
+        // authorizer, and a guest must not reuse one prepared for the host.
+        self.call(move |w| {
+            w.as_host(|c| {
+                let mut stmt = c.prepare(&sql)?;
+                collect_rows(&mut stmt, &[])
+            })
+        })
+        .await?
+    }
+}
+
+/// A migration that failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("migration #{index} failed: {error}")]
+pub struct MigrationError {
+    /// Its position (1-based) in the component's list.
+    pub index: usize,
+    /// Why.
+    pub error: DbError,
+}
+
+fn migrate(w: &mut Worker, statements: &[String]) -> Result<usize, MigrationError> {
+    let at = |index| move |error: DbError| MigrationError { index, error };
+    let applied: i64 = w
+        .as_host(|c| {
+            c.execute_batch(
+                "CREATE TABLE IF NOT EXISTS _weft_migrations (
+                     version INTEGER PRIMARY KEY,
+                     applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));
+                 BEGIN IMMEDIATE;",
+            )?;
+            c.query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM _weft_migrations",
+                [],
+                |r| r.get(0),
+            )
+        })
+        .map_err(|e| at(0)(e.into()))?;
+    let skip = usize::try_from(applied).unwrap_or(0);
+    let mut ran = 0;
+    for (i, sql) in statements.iter().enumerate().skip(skip) {
+        let index = i + 1;
+        let step = w
+            .conn
+            .execute_batch(sql)
+            .map_err(DbError::from)
+            .and_then(|()| {
+                w.as_host(|c| {
+                    c.execute(
+                        "INSERT INTO _weft_migrations(version) VALUES (?1)",
+                        [index as i64],
+                    )
+                })
+                .map_err(DbError::from)
+            });
+        if let Err(e) = step {
+            let _ = w.as_host(|c| c.execute_batch("ROLLBACK"));
+            return Err(at(index)(e));
+        }
+        ran += 1;
+    }
+    w.as_host(|c| c.execute_batch("COMMIT"))
+        .map_err(|e| at(0)(e.into()))?;
+    Ok(ran)
+}
+
+/// One invocation's transaction. Dropping it unfinished rolls back.
+pub struct Tx {
+    db: Database,
+    lease: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    /// Runs a statement that returns no rows; the number of rows changed.
+    pub async fn execute(&self, sql: String, params: Vec<Value>) -> Result<u64, DbError> {
+        self.db
+            .call(move |w| {
+                let mut stmt = w.conn.prepare_cached(&sql)?;
+                if stmt.readonly() && stmt.column_count() > 0 {
+                    return Err(DbError::Invalid(
+                        "execute is for statements without rows; use query".into(),
+                    ));
+                }
+                let n = stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+                Ok(n as u64)
+            })
+            .await?
+    }
+
+    /// Runs a statement that returns rows.
+    pub async fn query(&self, sql: String, params: Vec<Value>) -> Result<Rows, DbError> {
+        self.db
+            .call(move |w| {
+                let mut stmt = w.conn.prepare_cached(&sql)?;
+                collect_rows(&mut stmt, &params)
+            })
+            .await?
+    }
+
+    /// Commits and releases the writer lease.
+    pub async fn commit(mut self) -> Result<(), DbError> {
+        let result = self
+            .db
+            .call(|w| w.as_host(|c| c.execute_batch("COMMIT")))
+            .await;
+        match result {
+            Ok(Ok(())) => {
+                self.lease = None;
+                Ok(())
+            }
+            // Drop rolls back whatever is left of the transaction.
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.lease.is_some() {
+            // Queued before the lease is released, so it runs before the
+            // next BEGIN on this database.
+            let job: Job = Box::new(|w| {
+                let _ = w.as_host(|c| c.execute_batch("ROLLBACK"));
+            });
+            let _ = self.db.inner.jobs.send(job);
+        }
+    }
+}
+
+fn collect_rows(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<Rows, DbError> {
+    let columns: Vec<String> = stmt.column_names().map(|c| c.to_string()).collect();
+    let n = columns.len();
+    let mut out = Rows {
+        columns,
+        rows: Vec::new(),
+    };
+    let mut bytes = 0usize;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(row) = rows.next()? {
+        if out.rows.len() == MAX_ROWS {
+            return Err(DbError::LimitExceeded(format!(
+                "more than {MAX_ROWS} rows; add a LIMIT"
+            )));
+        }
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            let v: Value = row.get(i)?;
+            bytes += match &v {
+                Value::Text(s) => s.len(),
+                Value::Blob(b) => b.len(),
+                _ => 8,
+            };
+            values.push(v);
+        }
+        if bytes > MAX_RESULT_BYTES {
+            return Err(DbError::LimitExceeded(format!(
+                "result larger than {MAX_RESULT_BYTES} bytes; add a LIMIT"
+            )));
+        }
+        out.rows.push(values);
+    }
+    Ok(out)
+}
+
+fn is_host_table(name: &str) -> bool {
+    name.len() >= HOST_TABLE_PREFIX.len()
+        && name[..HOST_TABLE_PREFIX.len()].eq_ignore_ascii_case(HOST_TABLE_PREFIX)
+}
+
+fn guest_authorization(ctx: &AuthContext<'_>) -> Authorization {
+    use AuthAction as A;
+    match ctx.action {
+        A::Attach { .. }
+        | A::Detach { .. }
+        | A::Pragma { .. }
+        | A::Transaction { .. }
+        | A::Savepoint { .. }
+        | A::CreateVtable { .. }
+        | A::DropVtable { .. } => Authorization::Deny,
+        A::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
+            Authorization::Deny
+        }
+        A::CreateIndex { table_name, .. }
+        | A::CreateTable { table_name }
+        | A::CreateTempIndex { table_name, .. }
+        | A::CreateTempTable { table_name }
+        | A::CreateTempTrigger { table_name, .. }
+        | A::CreateTrigger { table_name, .. }
+        | A::Delete { table_name }
+        | A::DropIndex { table_name, .. }
+        | A::DropTable { table_name }
+        | A::DropTempIndex { table_name, .. }
+        | A::DropTempTable { table_name }
+        | A::DropTempTrigger { table_name, .. }
+        | A::DropTrigger { table_name, .. }
+        | A::Insert { table_name }
+        | A::Read { table_name, .. }
+        | A::Update { table_name, .. }
+        | A::AlterTable { table_name, .. }
+        | A::Analyze { table_name }
+            if is_host_table(table_name) =>
+        {
+            Authorization::Deny
+        }
+        _ => Authorization::Allow,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> Result<(tempfile::TempDir, Database), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = Database::open(&dir.path().join("t.sqlite"), Synchronous::Normal)?;
+        Ok((dir, db))
+    }
+
+    #[tokio::test]
+    async fn commit_keeps_and_drop_rolls_back() -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open()?;
+        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let tx = db.begin().await?;
+        tx.execute("INSERT INTO t VALUES (?1)".into(), vec![Value::Integer(1)])
+            .await?;
+        tx.commit().await?;
+        let tx = db.begin().await?;
+        tx.execute("INSERT INTO t VALUES (2)".into(), vec![])
+            .await?;
+        drop(tx);
+        let tx = db.begin().await?;
+        let rows = tx.query("SELECT x FROM t".into(), vec![]).await?;
+        assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn migrations_run_once_and_a_failure_names_its_index(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open()?;
+        let first = vec!["CREATE TABLE a(x)".to_string()];
+        assert_eq!(db.migrate(first.clone()).await?, 1);
+        assert_eq!(db.migrate(first.clone()).await?, 0);
+        let mut more = first;
+        more.push("CREATE TABLE b(x)".into());
+        more.push("THIS IS NOT SQL".into());
+        let err = db.migrate(more).await.err();
+        assert_eq!(err.map(|e| e.index), Some(3));
+        // The failed batch left nothing behind: b does not exist.
+        let rows = db
+            .host_query("SELECT name FROM sqlite_master WHERE name = 'b'")
+            .await?;
+        assert!(rows.rows.is_empty());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn guests_cannot_reach_host_tables_or_escape() -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open()?;
+        db.migrate(vec!["CREATE TABLE t(x UNIQUE)".into()]).await?;
+        let tx = db.begin().await?;
+        for sql in [
+            "SELECT * FROM _weft_migrations",
+            "DELETE FROM _WEFT_migrations",
+            "ATTACH DATABASE '/tmp/x.db' AS x",
+            "PRAGMA journal_mode = DELETE",
+            "COMMIT",
+        ] {
+            let r = tx.execute(sql.into(), vec![]).await;
+            assert!(matches!(r, Err(DbError::Denied(_))), "{sql}: {r:?}");
+        }
+        tx.execute("INSERT INTO t VALUES (1)".into(), vec![])
+            .await?;
+        let dup = tx.execute("INSERT INTO t VALUES (1)".into(), vec![]).await;
+        assert!(matches!(dup, Err(DbError::Conflict(_))), "{dup:?}");
+        let bad = tx
+            .execute("INSERT INTO nope VALUES (1)".into(), vec![])
+            .await;
+        assert!(matches!(bad, Err(DbError::Invalid(_))), "{bad:?}");
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! The HTTP gateway: routes `/<prefix>/…` to a component, answers `/health`
+//! itself, caps bodies, propagates `X-Correlation-Id`, and turns a failed
+//! invocation into the contract's error body while it keeps serving.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::bindings::HttpRequest;
+use crate::component::{InvokeError, LoadedComponent};
+use crate::health;
+use crate::runtime::{Shared, DRAIN_TIMEOUT};
+
+/// The header that carries the correlation id.
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+
+type Body = Full<Bytes>;
+
+/// Accepts connections until `stop` turns true, then lets open ones finish.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let (stream, _peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, go on.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let service = service_fn(move |req| {
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(&shared, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: gave up waiting for open HTTP connections");
+    }
+}
+
+/// A response with the contract's error body.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": {"code": code, "message": message}});
+    json_response(status, &body)
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// A correlation id from the client if it is sane, else a fresh one.
+fn correlation_id<B>(req: &Request<B>) -> String {
+    req.headers()
+        .get(CORRELATION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Handles one request; never fails (errors become error responses).
+pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let correlation = correlation_id(&req);
+    let mut response = route(shared, req, &correlation).await;
+    if let Ok(value) = HeaderValue::from_str(&correlation) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+async fn route(shared: &Shared, req: Request<Incoming>, correlation: &str) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    if path == "/health" {
+        return json_response(StatusCode::OK, &health::overall(shared));
+    }
+    let trimmed = path.trim_start_matches('/');
+    let (prefix, rest) = match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, "/"),
+    };
+    let Some(component) = shared.routes.get(prefix) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no service at {path}"),
+        );
+    };
+    if rest == "/health" || rest == "/health/" {
+        return json_response(StatusCode::OK, &health::component(component));
+    }
+    let rest = rest.to_owned();
+    invoke(shared, component, req, rest, correlation).await
+}
+
+async fn invoke(
+    shared: &Shared,
+    component: &LoadedComponent,
+    req: Request<Incoming>,
+    path: String,
+    correlation: &str,
+) -> Response<Body> {
+    let max = shared.max_body_bytes;
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request body larger than {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return too_large()
+        }
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "validation_failed",
+                &format!("could not read the request body: {e}"),
+            )
+        }
+    };
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+        .collect();
+    if !headers.iter().any(|(k, _)| k == CORRELATION_HEADER) {
+        headers.push((CORRELATION_HEADER.to_owned(), correlation.to_owned()));
+    }
+    let request = HttpRequest {
+        method: parts.method.as_str().to_owned(),
+        path,
+        query: parts.uri.query().unwrap_or("").to_owned(),
+        headers,
+        body: body.to_vec(),
+        caller: None,
+    };
+    match component.handle_http(request, correlation.to_owned()).await {
+        Ok(answer) | Err(InvokeError::ServerError(answer)) => guest_response(answer),
+        Err(e) => {
+            tracing::error!(
+                component = component.name(),
+                correlation_id = correlation,
+                "request failed: {e}"
+            );
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the service failed to handle the request",
+            )
+        }
+    }
+}
+
+fn guest_response(answer: crate::bindings::HttpResponse) -> Response<Body> {
+    let Ok(status) = StatusCode::from_u16(answer.status) else {
+        return error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the service answered with an invalid status",
+        );
+    };
+    let mut response = Response::new(Full::new(Bytes::from(answer.body)));
+    *response.status_mut() = status;
+    for (name, value) in answer.headers {
+        let (Ok(name), Ok(value)) = (
+            hyper::header::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) else {
+            continue;
+        };
+        // The gateway owns framing and correlation.
+        if name == CONTENT_LENGTH
+            || name.as_str() == CORRELATION_HEADER
+            || name == hyper::header::TRANSFER_ENCODING
+        {
+            continue;
+        }
+        response.headers_mut().append(name, value);
+    }
+    response
+}

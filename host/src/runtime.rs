@@ -1,0 +1,375 @@
+//! Starting and stopping a host: engine, bus, components, replica workers,
+//! the HTTP gateway, and an orderly shutdown.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use wasmtime::component::Linker;
+use wasmtime::Engine;
+
+use crate::bindings::ServicePre;
+use crate::bus::local::LocalBus;
+use crate::bus::{Bus, EventReceiver, RequestReceiver};
+use crate::component::LoadedComponent;
+use crate::config::{BusKind, Config};
+use crate::db::Database;
+use crate::engine::{self, EpochTicker, LoadError};
+use crate::gateway;
+use crate::state::{ComponentCtx, HostState};
+
+/// How long shutdown waits for in-flight HTTP requests and queued events.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Failures while starting a host.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration asks for something this host cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+    /// A component could not be loaded.
+    #[error("component `{name}`: {source}")]
+    Load {
+        /// The component.
+        name: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// A component does not fit the `weft:service/service` world.
+    #[error("component `{name}` does not fit the weft:service world: {message}")]
+    World {
+        /// The component.
+        name: String,
+        /// wasmtime's explanation (a missing export, an unknown import).
+        message: String,
+    },
+    /// A component's database could not be opened or migrated.
+    #[error("component `{name}`: database: {message}")]
+    Database {
+        /// The component.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// The HTTP listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Something else in the host's setup.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What the gateway and the workers share.
+pub struct Shared {
+    /// Components by name.
+    pub components: BTreeMap<String, Arc<LoadedComponent>>,
+    /// Components by route prefix.
+    pub routes: HashMap<String, Arc<LoadedComponent>>,
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Event and message invocations running now.
+    pub busy: AtomicUsize,
+}
+
+/// A running host. Drop it, or better call [`Host::shutdown`].
+pub struct Host {
+    shared: Arc<Shared>,
+    http_addr: Option<SocketAddr>,
+    stop_http: watch::Sender<bool>,
+    http_task: Option<tokio::task::JoinHandle<()>>,
+    workers: JoinSet<()>,
+    queues: Vec<EventReceiver>,
+    request_queues: Vec<RequestReceiver>,
+    _ticker: EpochTicker,
+    _engine: Engine,
+}
+
+impl Host {
+    /// Loads every component of `config` and starts serving.
+    pub async fn start(config: Config) -> Result<Host, StartError> {
+        let started = Instant::now();
+        if config.bus.kind == BusKind::Nats {
+            return Err(StartError::Unsupported(
+                "the NATS bus is not available in this version of weft; \
+                 unset WEFT_NATS_URL or set [bus] kind = \"local\""
+                    .into(),
+            ));
+        }
+        let engine = engine::build_engine().map_err(|e| StartError::Setup(e.to_string()))?;
+        let ticker = EpochTicker::start(&engine);
+        let mut linker = Linker::<HostState>::new(&engine);
+        crate::capabilities::add_to_linker(&mut linker)
+            .map_err(|e| StartError::Setup(format!("linker: {e:#}")))?;
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.bus.queue_capacity));
+        let cache_dir = config.data.dir.join("cache");
+
+        let mut components = BTreeMap::new();
+        let mut routes = HashMap::new();
+        let mut subscriptions = Vec::new();
+        for (name, cc) in &config.components {
+            let t = Instant::now();
+            let loaded = engine::load_file(&engine, &cc.wasm, &cache_dir).map_err(|source| {
+                StartError::Load {
+                    name: name.clone(),
+                    source,
+                }
+            })?;
+            let world_err = |e: wasmtime::Error| StartError::World {
+                name: name.clone(),
+                message: format!("{e:#}"),
+            };
+            let pre = linker
+                .instantiate_pre(&loaded.component)
+                .map_err(world_err)?;
+            let pre = ServicePre::new(pre).map_err(world_err)?;
+            let db_err = |message: String| StartError::Database {
+                name: name.clone(),
+                message,
+            };
+            let db_path = config.data.dir.join("db").join(format!("{name}.sqlite"));
+            let db = Database::open(&db_path, config.data.synchronous)
+                .map_err(|e| db_err(e.to_string()))?;
+            let ctx = Arc::new(ComponentCtx {
+                name: name.clone(),
+                config: cc.config_strings(),
+                db: db.clone(),
+                bus: bus.clone(),
+            });
+            let limits = cc.limits.resolve(&config.limits);
+            let component = Arc::new(LoadedComponent::new(
+                ctx,
+                pre,
+                loaded.sha256.clone(),
+                limits,
+                cc.replicas,
+            ));
+            let migrations = component
+                .migrations()
+                .await
+                .map_err(|e| db_err(format!("cannot list migrations: {e}")))?;
+            let applied = db
+                .migrate(migrations)
+                .await
+                .map_err(|e| db_err(e.to_string()))?;
+            tracing::info!(
+                component = %name,
+                version = %&loaded.sha256[..12],
+                cached = loaded.cached,
+                migrations_applied = applied,
+                replicas = cc.replicas,
+                "loaded in {:.1} ms",
+                t.elapsed().as_secs_f64() * 1e3
+            );
+            let events = if cc.subscribe.is_empty() {
+                None
+            } else {
+                Some(bus.subscribe(name, &cc.subscribe).map_err(|e| {
+                    StartError::Setup(format!("component `{name}`: subscribe: {e}"))
+                })?)
+            };
+            let requests =
+                if cc.serve.is_empty() {
+                    None
+                } else {
+                    Some(bus.serve(name, &cc.serve).map_err(|e| {
+                        StartError::Setup(format!("component `{name}`: serve: {e}"))
+                    })?)
+                };
+            subscriptions.push((component.clone(), events, requests));
+            if let Some(route) = cc.route_prefix(name) {
+                routes.insert(route.to_owned(), component.clone());
+            }
+            components.insert(name.clone(), component);
+        }
+
+        let shared = Arc::new(Shared {
+            components,
+            routes,
+            bus,
+            max_body_bytes: config.http.max_body_bytes,
+            busy: AtomicUsize::new(0),
+        });
+
+        let mut workers = JoinSet::new();
+        let mut queues = Vec::new();
+        let mut request_queues = Vec::new();
+        for (component, events, requests) in subscriptions {
+            queues.extend(events.clone());
+            request_queues.extend(requests.clone());
+            for instance in component.instances.clone() {
+                workers.spawn(replica_loop(
+                    shared.clone(),
+                    component.clone(),
+                    instance,
+                    events.clone(),
+                    requests.clone(),
+                ));
+            }
+        }
+
+        let (stop_http, stop_rx) = watch::channel(false);
+        let (http_addr, http_task) = if config.http.enabled {
+            let listener = tokio::net::TcpListener::bind(config.http.addr)
+                .await
+                .map_err(|source| StartError::Listen {
+                    addr: config.http.addr,
+                    source,
+                })?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| StartError::Setup(format!("listener address: {e}")))?;
+            let task = tokio::spawn(gateway::serve(
+                listener,
+                shared.clone(),
+                config.http.max_connections,
+                stop_rx,
+            ));
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
+        tracing::info!(
+            components = shared.components.len(),
+            http = ?http_addr,
+            "weft started in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        Ok(Host {
+            shared,
+            http_addr,
+            stop_http,
+            http_task,
+            workers,
+            queues,
+            request_queues,
+            _ticker: ticker,
+            _engine: engine,
+        })
+    }
+
+    /// The gateway's bound address, when HTTP is enabled.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// What the gateway and workers share (components, bus).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Stops taking work, lets in-flight requests and queued events finish
+    /// (up to [`DRAIN_TIMEOUT`] each), then flushes every database.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down: no new connections");
+        let _ = self.stop_http.send(true);
+        if let Some(task) = self.http_task.take() {
+            let _ = task.await;
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, self.wait_idle()).await;
+        if drained.is_err() {
+            let left: usize = self.queues.iter().map(|q| q.len()).sum();
+            tracing::warn!(left, "shutdown: gave up waiting for queued events");
+        }
+        self.shared.bus.close();
+        for q in &self.queues {
+            q.close();
+        }
+        for q in &self.request_queues {
+            q.close();
+        }
+        while self.workers.join_next().await.is_some() {}
+        for c in self.shared.components.values() {
+            if let Err(e) = c.ctx.db.checkpoint().await {
+                tracing::warn!(component = c.name(), "flush failed: {e}");
+            }
+        }
+        tracing::info!("stopped");
+    }
+
+    /// Waits until no event is queued or being handled.
+    async fn wait_idle(&self) {
+        let mut quiet_checks = 0;
+        while quiet_checks < 2 {
+            let queued: usize = self.queues.iter().map(|q| q.len()).sum();
+            if queued == 0 && self.shared.busy.load(Ordering::SeqCst) == 0 {
+                quiet_checks += 1;
+            } else {
+                quiet_checks = 0;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+async fn next_or_pending<T>(rx: &Option<async_channel::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// One replica: takes events and requests from its component's queue group
+/// and runs up to `concurrency` of them at once.
+async fn replica_loop(
+    shared: Arc<Shared>,
+    component: Arc<LoadedComponent>,
+    instance: Arc<str>,
+    events: Option<EventReceiver>,
+    requests: Option<RequestReceiver>,
+) {
+    let slots = Arc::new(Semaphore::new(component.limits.concurrency));
+    let mut events = events;
+    let mut requests = requests;
+    let mut running = JoinSet::new();
+    while events.is_some() || requests.is_some() {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
+        tokio::select! {
+            event = next_or_pending(&events) => match event {
+                Some(event) => {
+                    shared.busy.fetch_add(1, Ordering::SeqCst);
+                    let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
+                    running.spawn(async move {
+                        // Failures are counted and logged inside; retries
+                        // and dead letters arrive with the durable bus.
+                        let _ = component.handle_event(instance, &event).await;
+                        shared.busy.fetch_sub(1, Ordering::SeqCst);
+                        drop(slot);
+                    });
+                }
+                None => events = None,
+            },
+            request = next_or_pending(&requests) => match request {
+                Some(req) => {
+                    shared.busy.fetch_add(1, Ordering::SeqCst);
+                    let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
+                    running.spawn(async move {
+                        let answer = component
+                            .handle_message(instance, req.subject, req.payload, req.correlation_id)
+                            .await
+                            .map_err(|e| e.to_string());
+                        let _ = req.reply.send(answer);
+                        shared.busy.fetch_sub(1, Ordering::SeqCst);
+                        drop(slot);
+                    });
+                }
+                None => requests = None,
+            },
+        }
+        // Reap finished tasks so the set does not grow.
+        while running.try_join_next().is_some() {}
+    }
+    while running.join_next().await.is_some() {}
+}

@@ -1,0 +1,104 @@
+//! The per-invocation host state that lives in a wasmtime `Store`.
+//!
+//! One plain struct with a field per capability: WASI, limits, the
+//! invocation's identity, its lazily opened transaction and the events it has
+//! published so far (held until commit).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bus::{Bus, Event};
+use crate::db::{Database, DbError, Tx};
+
+/// What every invocation of one component shares.
+pub struct ComponentCtx {
+    /// The component's name (the event `source`).
+    pub name: String,
+    /// Its `config` values as text.
+    pub config: BTreeMap<String, String>,
+    /// Its database.
+    pub db: Database,
+    /// The bus it publishes to and requests through.
+    pub bus: Arc<dyn Bus>,
+}
+
+/// Who is running and why.
+pub struct Invocation {
+    /// The component.
+    pub component: Arc<ComponentCtx>,
+    /// The replica, e.g. `workflows-2`.
+    pub instance_id: Arc<str>,
+    /// Correlation id of the request or event that caused this invocation.
+    pub correlation_id: String,
+    /// The event being handled, if this is an event delivery.
+    pub causation_id: Option<String>,
+    /// When the invocation must be over.
+    pub deadline: Instant,
+}
+
+/// At most this many events may be published by one invocation.
+pub const MAX_EVENTS_PER_INVOCATION: usize = 1000;
+
+/// The data of one `Store`.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    /// Memory and instance caps for this store.
+    pub limits: StoreLimits,
+    /// Who is running.
+    pub inv: Invocation,
+    /// The transaction, opened by the first storage call.
+    tx: Option<Tx>,
+    /// Events published so far, dispatched only after commit.
+    pub outbox: Vec<Event>,
+}
+
+impl HostState {
+    /// A fresh state for one invocation.
+    pub fn new(inv: Invocation, limits: StoreLimits) -> HostState {
+        // Guests get no files, no environment and no network: only clocks,
+        // randomness and stderr (so a panic message reaches the host's log).
+        let wasi = WasiCtx::builder().inherit_stderr().build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            inv,
+            tx: None,
+            outbox: Vec::new(),
+        }
+    }
+
+    /// The invocation's transaction, begun on first use.
+    pub async fn tx(&mut self) -> Result<&Tx, DbError> {
+        if self.tx.is_none() {
+            self.tx = Some(self.inv.component.db.begin().await?);
+        }
+        self.tx
+            .as_ref()
+            .ok_or_else(|| DbError::Unavailable("transaction vanished".into()))
+    }
+
+    /// Ends the invocation successfully: commits its writes, then hands back
+    /// the events to dispatch. On error nothing is committed or dispatched.
+    pub async fn commit(mut self) -> Result<Vec<Event>, DbError> {
+        if let Some(tx) = self.tx.take() {
+            tx.commit().await?;
+        }
+        Ok(std::mem::take(&mut self.outbox))
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

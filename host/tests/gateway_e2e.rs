@@ -1,0 +1,367 @@
+//! End to end through the real host: real components, a real listener on a
+//! free port, a real HTTP client.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{eventually, wasm, TestHost};
+use serde_json::{json, Value};
+
+async fn logs(t: &TestHost, correlation_id: &str) -> Vec<Value> {
+    let r = t
+        .client
+        .get(t.url(&format!("/lgm/logs?correlationId={correlation_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Vec<Value>>().await.unwrap()
+}
+
+fn register_body(name: &str) -> Value {
+    json!({"username": name, "email": format!("{name}@example.com"), "password": "correct horse battery"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_emits_an_event_that_lgm_keeps_under_the_correlation_id() {
+    let t = TestHost::start().await;
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .header("x-correlation-id", "corr-register-1")
+        .json(&register_body("ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.headers()["x-correlation-id"], "corr-register-1");
+    let user: Value = r.json().await.unwrap();
+    assert_eq!(user["username"], "ada");
+    assert_eq!(user["email"], "ada@example.com");
+    assert!(user["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(user["orgId"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(user.get("password").is_none() && user.get("passwordHash").is_none());
+
+    let events = eventually(Duration::from_secs(5), || async {
+        let events = logs(&t, "corr-register-1").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await
+    .expect("user.registered never reached lgm");
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(e["eventType"], "user.registered");
+    assert_eq!(e["source"], "iam");
+    assert_eq!(e["correlationId"], "corr-register-1");
+    assert_eq!(e["data"]["userId"], user["id"]);
+    assert_eq!(e["data"]["username"], "ada");
+    assert_eq!(e["data"]["orgId"], user["orgId"]);
+    assert!(e["id"].as_str().is_some_and(|s| s.len() == 36));
+    assert!(e["timestamp"].as_str().is_some_and(|s| s.ends_with('Z')));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_the_contract_error_body() {
+    let t = TestHost::start().await;
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "validation_failed");
+    assert!(body["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
+
+    for bad in [
+        json!({"username": "ab", "email": "ab@example.com", "password": "longenough"}),
+        json!({"username": "good_name", "email": "not-an-email", "password": "longenough"}),
+        json!({"username": "good_name", "email": "g@example.com", "password": "short"}),
+        json!({"username": "bad name!", "email": "g@example.com", "password": "longenough"}),
+    ] {
+        let r = t
+            .client
+            .post(t.url("/iam/register"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    let r = t.client.get(t.url("/nowhere/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // Over the configured 64 KiB: refused before the component runs.
+    let big = "x".repeat(70_000);
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_username_or_email_is_a_conflict() {
+    let t = TestHost::start().await;
+    let first = t
+        .client
+        .post(t.url("/iam/register"))
+        .json(&register_body("grace"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let same_name =
+        json!({"username": "GRACE", "email": "other@example.com", "password": "longenough"});
+    let same_mail =
+        json!({"username": "other", "email": "Grace@Example.com", "password": "longenough"});
+    for body in [same_name, same_mail] {
+        let r = t
+            .client
+            .post(t.url("/iam/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{body}");
+        let err: Value = r.json().await.unwrap();
+        assert_eq!(err["error"]["code"], "conflict");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapping_or_looping_component_gets_500_and_the_host_goes_on() {
+    let t = TestHost::start().await;
+    let r = t.client.get(t.url("/faulty/trap")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal");
+
+    let started = Instant::now();
+    let r = t.client.get(t.url("/faulty/loop")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    // Deadline is 300 ms; allow generous slack for a loaded CI machine.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Others are served while a guest loops.
+    let looping = tokio::spawn({
+        let (client, url) = (t.client.clone(), t.url("/faulty/loop"));
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    });
+    let r = t.client.get(t.url("/faulty/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(looping.await.unwrap().unwrap(), 500);
+
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .json(&register_body("after_trap"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    let health: Value = t
+        .client
+        .get(t.url("/faulty/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(health["failed"].as_u64().unwrap() >= 3, "{health}");
+    assert!(health["handled"].as_u64().unwrap() >= 1, "{health}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_committed_or_dispatched_from_a_failed_invocation() {
+    let t = TestHost::start().await;
+    for (path, status) in [
+        ("/faulty/note-then-trap", 500),
+        ("/faulty/note-then-500", 500),
+    ] {
+        let r = t
+            .client
+            .post(t.url(path))
+            .header(
+                "x-correlation-id",
+                format!("failed{path}").replace('/', "-"),
+            )
+            .body("doomed")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path}");
+    }
+    // A successful invocation afterwards: its event arrives, and so does the
+    // handler's write in faulty (which subscribes to faulty.noted).
+    let r = t
+        .client
+        .post(t.url("/faulty/note"))
+        .header("x-correlation-id", "corr-ok")
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    eventually(Duration::from_secs(5), || async {
+        (!logs(&t, "corr-ok").await.is_empty()).then_some(())
+    })
+    .await
+    .expect("the successful note's event never arrived");
+    let notes: Vec<Value> = eventually(Duration::from_secs(5), || async {
+        let notes: Vec<Value> = t
+            .client
+            .get(t.url("/faulty/notes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        notes
+            .iter()
+            .any(|n| n["body"] == "faulty.noted")
+            .then_some(notes)
+    })
+    .await
+    .expect("faulty never handled its own event");
+    let bodies: Vec<&str> = notes.iter().filter_map(|n| n["body"].as_str()).collect();
+    assert!(bodies.contains(&"kept"), "{bodies:?}");
+    assert!(
+        !bodies.contains(&"doomed"),
+        "a failed invocation's write was committed: {bodies:?}"
+    );
+    assert_eq!(
+        bodies.iter().filter(|b| **b == "faulty.noted").count(),
+        1,
+        "{bodies:?}"
+    );
+    for corr in [
+        "failed-faulty-note-then-trap",
+        "failed-faulty-note-then-500",
+    ] {
+        assert!(
+            logs(&t, corr).await.is_empty(),
+            "an event escaped from {corr}"
+        );
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_reports_every_component_with_its_version() {
+    let t = TestHost::start().await;
+    let r = t.client.get(t.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = r.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["bus"], json!({"kind": "local", "connected": true}));
+    for name in ["iam", "lgm", "faulty"] {
+        let bytes = std::fs::read(wasm(name)).unwrap();
+        let c = &h["components"][name];
+        assert_eq!(
+            c["version"],
+            weft_host::engine::sha256_hex(&bytes),
+            "{name}"
+        );
+        assert_eq!(c["status"], "ok");
+    }
+    assert_eq!(h["components"]["faulty"]["instances"], 2);
+    let one: Value = t
+        .client
+        .get(t.url("/iam/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one, h["components"]["iam"]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correlation_id_is_made_when_absent_and_the_request_arrives_whole() {
+    let t = TestHost::start().await;
+    let r = t
+        .client
+        .get(t.url("/faulty/echo?x=1&y=two"))
+        .header("x-test", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let corr = r.headers()["x-correlation-id"].to_str().unwrap().to_owned();
+    assert_eq!(corr.len(), 36, "{corr}");
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["path"], "/echo");
+    assert_eq!(echo["query"], "x=1&y=two");
+    assert_eq!(echo["headers"]["x-test"], "yes");
+    assert_eq!(echo["headers"]["x-correlation-id"], corr.as_str());
+    assert_eq!(echo["caller"], Value::Null);
+
+    let cfg: Value = t
+        .client
+        .get(t.url("/faulty/config?key=greeting"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(cfg["value"], "hello");
+    assert!(cfg["instance"]
+        .as_str()
+        .is_some_and(|i| i.starts_with("faulty-")));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_a_graceful_restart() {
+    let t = TestHost::start().await;
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .json(&register_body("linus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let dir = t.stop().await;
+    let t = TestHost::start_in(dir).await;
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .json(&register_body("linus"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    t.stop().await;
+}
