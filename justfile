@@ -20,10 +20,13 @@ build-host:
 run: build
     ./target/release/weft run --config runtime.toml
 
-# Formatting, lints, the components' own checks, and every host test against the real built components.
+# Formatting, lints, the components' own unit tests, and every host test against the real built components.
 test: build-components
     cargo fmt --all -- --check
+    cd components && cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cd components && cargo clippy --workspace --all-targets -- -D warnings
+    cd components && cargo test --workspace
     cargo test --workspace
 
 # Benchmarks: events/s through the local bus, HTTP req/s through the gateway, instantiation time.

@@ -149,8 +149,8 @@ impl LoadedComponent {
     /// Asks the component for its migrations.
     pub async fn migrations(&self) -> Result<Vec<String>, InvokeError> {
         let origin = self.origin("migrations".into());
-        match self.invoke(origin, Call::Migrations).await? {
-            Answer::Migrations(list) => Ok(list),
+        match self.invoke(origin, Call::Migrations, false).await? {
+            (Answer::Migrations(list), _) => Ok(list),
             _ => Err(InvokeError::Trap("unexpected answer".into())),
         }
     }
@@ -162,29 +162,83 @@ impl LoadedComponent {
         correlation_id: String,
     ) -> Result<HttpResponse, InvokeError> {
         let origin = self.origin(correlation_id);
-        match self.invoke(origin, Call::Http(request)).await? {
-            Answer::Http(response) => Ok(response),
+        match self.invoke(origin, Call::Http(request), false).await? {
+            (Answer::Http(response), events) => {
+                self.dispatch(events).await;
+                Ok(response)
+            }
             _ => Err(InvokeError::Trap("unexpected answer".into())),
         }
     }
 
-    /// Delivers one event on replica `instance`.
-    pub async fn handle_event(&self, instance: Arc<str>, event: &Event) -> Result<(), InvokeError> {
-        let origin = Origin {
-            instance,
-            correlation_id: event.correlation_id.clone(),
-            causation_id: Some(event.id.clone()),
+    /// Delivers events on replica `instance` as one group commit: each
+    /// event's invocation runs in its own savepoint, one after another, and
+    /// one `COMMIT` makes the successful ones durable before any of their
+    /// events is dispatched. Returns how many failed.
+    pub async fn handle_events(&self, instance: &Arc<str>, events: &[Arc<Event>]) -> usize {
+        let batch = match self.ctx.db.begin_batch().await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(component = self.name(), "cannot start a transaction: {e}");
+                self.count_failures(events.len() as u64, 0);
+                return events.len();
+            }
         };
-        let call = Call::Event(GuestEvent {
-            id: event.id.clone(),
-            event_type: event.event_type.clone(),
-            source: event.source.clone(),
-            data: event.data.to_string(),
-            timestamp: event.timestamp.clone(),
-            correlation_id: event.correlation_id.clone(),
-            causation_id: event.causation_id.clone(),
-        });
-        self.invoke(origin, call).await.map(|_| ())
+        let mut outbox = Vec::new();
+        let mut failed = 0;
+        for event in events {
+            let origin = Origin {
+                instance: instance.clone(),
+                correlation_id: event.correlation_id.clone(),
+                causation_id: Some(event.id.clone()),
+            };
+            let call = Call::Event(GuestEvent {
+                id: event.id.clone(),
+                event_type: event.event_type.clone(),
+                source: event.source.clone(),
+                data: event.data.to_string(),
+                timestamp: event.timestamp.clone(),
+                correlation_id: event.correlation_id.clone(),
+                causation_id: event.causation_id.clone(),
+            });
+            match self.invoke(origin, call, true).await {
+                Ok((_, published)) => outbox.extend(published),
+                Err(_) => failed += 1,
+            }
+        }
+        if let Err(e) = batch.commit().await {
+            tracing::error!(component = self.name(), "group commit failed: {e}");
+            let ok = (events.len() - failed) as u64;
+            self.count_failures(ok, ok);
+            return events.len();
+        }
+        self.dispatch(outbox).await;
+        failed
+    }
+
+    /// Re-counts `n` invocations as failed, `were_handled` of which had been
+    /// counted as handled.
+    fn count_failures(&self, n: u64, were_handled: u64) {
+        self.stats
+            .handled
+            .fetch_sub(were_handled, Ordering::Relaxed);
+        self.stats.failed.fetch_add(n, Ordering::Relaxed);
+        self.stats
+            .consecutive_failures
+            .fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Hands committed events to the bus.
+    async fn dispatch(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        let events = events.into_iter().map(Arc::new).collect();
+        if let Err(e) = self.ctx.bus.publish(events).await {
+            // Committed but not delivered: the durable outbox of a later
+            // version closes this gap; for now it is loud.
+            tracing::error!(component = self.name(), "events not dispatched: {e}");
+        }
     }
 
     /// Answers one request-reply message on replica `instance`.
@@ -201,15 +255,18 @@ impl LoadedComponent {
             causation_id: None,
         };
         match self
-            .invoke(origin, Call::Message { subject, payload })
+            .invoke(origin, Call::Message { subject, payload }, false)
             .await?
         {
-            Answer::Message(text) => Ok(text),
+            (Answer::Message(text), events) => {
+                self.dispatch(events).await;
+                Ok(text)
+            }
             _ => Err(InvokeError::Trap("unexpected answer".into())),
         }
     }
 
-    fn new_store(&self, origin: Origin, deadline: Instant) -> Store<HostState> {
+    fn new_store(&self, origin: Origin, deadline: Instant, in_batch: bool) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .instances(64)
@@ -223,7 +280,7 @@ impl LoadedComponent {
             causation_id: origin.causation_id,
             deadline,
         };
-        let mut store = Store::new(self.pre.engine(), HostState::new(inv, limits));
+        let mut store = Store::new(self.pre.engine(), HostState::new(inv, limits, in_batch));
         store.limiter(|s| &mut s.limits);
         // Yield to the scheduler at every epoch tick so that a busy guest
         // never holds a worker thread, and trap once the deadline passed.
@@ -238,8 +295,15 @@ impl LoadedComponent {
         store
     }
 
-    async fn invoke(&self, origin: Origin, call: Call) -> Result<Answer, InvokeError> {
-        let result = self.invoke_inner(origin, call).await;
+    /// Runs one invocation; on success its transaction (or savepoint) is
+    /// committed and its events are returned for the caller to dispatch.
+    async fn invoke(
+        &self,
+        origin: Origin,
+        call: Call,
+        in_batch: bool,
+    ) -> Result<(Answer, Vec<Event>), InvokeError> {
+        let result = self.invoke_inner(origin, call, in_batch).await;
         let stats = &self.stats;
         match &result {
             Ok(_) => {
@@ -255,10 +319,15 @@ impl LoadedComponent {
         result
     }
 
-    async fn invoke_inner(&self, origin: Origin, call: Call) -> Result<Answer, InvokeError> {
+    async fn invoke_inner(
+        &self,
+        origin: Origin,
+        call: Call,
+        in_batch: bool,
+    ) -> Result<(Answer, Vec<Event>), InvokeError> {
         let timeout = self.limits.timeout;
         let deadline = Instant::now() + timeout;
-        let mut store = self.new_store(origin, deadline);
+        let mut store = self.new_store(origin, deadline, in_batch);
         let run = async {
             let service: crate::bindings::Service = self.pre.instantiate_async(&mut store).await?;
             let handler = service.weft_service_handler();
@@ -301,14 +370,6 @@ impl LoadedComponent {
             .commit()
             .await
             .map_err(InvokeError::Commit)?;
-        if !events.is_empty() {
-            let events = events.into_iter().map(Arc::new).collect();
-            if let Err(e) = self.ctx.bus.publish(events).await {
-                // Committed but not delivered: the durable outbox of a later
-                // version closes this gap; for now it is loud.
-                tracing::error!(component = self.name(), "events not dispatched: {e}");
-            }
-        }
-        Ok(answer)
+        Ok((answer, events))
     }
 }

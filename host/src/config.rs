@@ -174,7 +174,8 @@ pub struct Limits {
     pub memory_mib: Option<u64>,
     /// Wall-clock time per invocation, in milliseconds.
     pub timeout_ms: Option<u64>,
-    /// Invocations of this component running at once (per replica).
+    /// Request-reply invocations running at once, per replica. (Events are
+    /// delivered one after another per replica, in group commits.)
     pub concurrency: Option<usize>,
 }
 

@@ -208,13 +208,14 @@ impl Host {
             queues.extend(events.clone());
             request_queues.extend(requests.clone());
             for instance in component.instances.clone() {
-                workers.spawn(replica_loop(
-                    shared.clone(),
-                    component.clone(),
-                    instance,
-                    events.clone(),
-                    requests.clone(),
-                ));
+                if let Some(events) = &events {
+                    let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
+                    workers.spawn(event_loop(s, c, i, events.clone()));
+                }
+                if let Some(requests) = &requests {
+                    let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
+                    workers.spawn(request_loop(s, c, i, requests.clone()));
+                }
             }
         }
 
@@ -312,62 +313,63 @@ impl Host {
     }
 }
 
-async fn next_or_pending<T>(rx: &Option<async_channel::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await.ok(),
-        None => std::future::pending().await,
-    }
-}
+/// Most events one group commit takes from a queue.
+pub const MAX_BATCH: usize = 64;
 
-/// One replica: takes events and requests from its component's queue group
-/// and runs up to `concurrency` of them at once.
-async fn replica_loop(
+/// One replica's event side: takes what is queued for its group (up to
+/// [`MAX_BATCH`] at a time) and delivers it as one group commit.
+async fn event_loop(
     shared: Arc<Shared>,
     component: Arc<LoadedComponent>,
     instance: Arc<str>,
-    events: Option<EventReceiver>,
-    requests: Option<RequestReceiver>,
+    events: EventReceiver,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = events.recv().await {
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        // Failures are counted and logged inside; retries and dead letters
+        // arrive with the durable bus.
+        component.handle_events(&instance, &batch).await;
+        batch.clear();
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One replica's request side: answers requests for the subjects its group
+/// serves, up to `concurrency` at once.
+async fn request_loop(
+    shared: Arc<Shared>,
+    component: Arc<LoadedComponent>,
+    instance: Arc<str>,
+    requests: RequestReceiver,
 ) {
     let slots = Arc::new(Semaphore::new(component.limits.concurrency));
-    let mut events = events;
-    let mut requests = requests;
     let mut running = JoinSet::new();
-    while events.is_some() || requests.is_some() {
+    loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             break;
         };
-        tokio::select! {
-            event = next_or_pending(&events) => match event {
-                Some(event) => {
-                    shared.busy.fetch_add(1, Ordering::SeqCst);
-                    let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
-                    running.spawn(async move {
-                        // Failures are counted and logged inside; retries
-                        // and dead letters arrive with the durable bus.
-                        let _ = component.handle_event(instance, &event).await;
-                        shared.busy.fetch_sub(1, Ordering::SeqCst);
-                        drop(slot);
-                    });
-                }
-                None => events = None,
-            },
-            request = next_or_pending(&requests) => match request {
-                Some(req) => {
-                    shared.busy.fetch_add(1, Ordering::SeqCst);
-                    let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
-                    running.spawn(async move {
-                        let answer = component
-                            .handle_message(instance, req.subject, req.payload, req.correlation_id)
-                            .await
-                            .map_err(|e| e.to_string());
-                        let _ = req.reply.send(answer);
-                        shared.busy.fetch_sub(1, Ordering::SeqCst);
-                        drop(slot);
-                    });
-                }
-                None => requests = None,
-            },
-        }
+        let Ok(req) = requests.recv().await else {
+            break;
+        };
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
+        running.spawn(async move {
+            let answer = component
+                .handle_message(instance, req.subject, req.payload, req.correlation_id)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = req.reply.send(answer);
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+            drop(slot);
+        });
         // Reap finished tasks so the set does not grow.
         while running.try_join_next().is_some() {}
     }

@@ -54,13 +54,17 @@ pub struct HostState {
     pub inv: Invocation,
     /// The transaction, opened by the first storage call.
     tx: Option<Tx>,
+    /// Whether this invocation runs inside a group commit whose owner holds
+    /// the writer lease: its transaction is then a savepoint.
+    in_batch: bool,
     /// Events published so far, dispatched only after commit.
     pub outbox: Vec<Event>,
 }
 
 impl HostState {
-    /// A fresh state for one invocation.
-    pub fn new(inv: Invocation, limits: StoreLimits) -> HostState {
+    /// A fresh state for one invocation; `in_batch` when a [`crate::db::Batch`]
+    /// owned by the caller holds the database's writer lease.
+    pub fn new(inv: Invocation, limits: StoreLimits, in_batch: bool) -> HostState {
         // Guests get no files, no environment and no network: only clocks,
         // randomness and stderr (so a panic message reaches the host's log).
         let wasi = WasiCtx::builder().inherit_stderr().build();
@@ -70,6 +74,7 @@ impl HostState {
             limits,
             inv,
             tx: None,
+            in_batch,
             outbox: Vec::new(),
         }
     }
@@ -77,7 +82,12 @@ impl HostState {
     /// The invocation's transaction, begun on first use.
     pub async fn tx(&mut self) -> Result<&Tx, DbError> {
         if self.tx.is_none() {
-            self.tx = Some(self.inv.component.db.begin().await?);
+            let db = &self.inv.component.db;
+            self.tx = Some(if self.in_batch {
+                db.open_savepoint()?
+            } else {
+                db.begin().await?
+            });
         }
         self.tx
             .as_ref()

@@ -1,0 +1,163 @@
+//! Faulty: a component that misbehaves on request, for the host's
+//! integration tests. Table `notes(id, body)`.
+//!
+//! Routes (below its prefix):
+//! - `GET /ok` → 200 `{"ok":true}`
+//! - `GET /trap` → traps (a panic)
+//! - `GET /loop` → spins forever (for epoch deadlines)
+//! - `POST /note` → stores the request body (as text) as a note, emits
+//!   `faulty.noted` `{"note": body}`, 201 `{"id": id}`
+//! - `POST /note-then-trap` → stores and emits as `/note`, then traps
+//! - `POST /note-then-500` → stores and emits as `/note`, then answers 500
+//! - `GET /notes` → 200 `[{"id", "body"}]`, in id order
+//! - `GET /config?key=K` → 200 `{"value": config K or null, "instance": id}`
+//!   (400 without `key`)
+//! - `GET /echo` → 200 the request as seen: `{"method", "path", "query",
+//!   "headers": {name: value}, "body": text, "caller": {..} or null}` (a
+//!   repeated header keeps its last value)
+//!
+//! Events: `faulty.poison` → `invalid` error; `faulty.trap` → traps; any
+//! other → stores a note whose body is the event type.
+//!
+//! Messages: answers `{"subject", "payload", "instance"}` as JSON text.
+
+use serde::Serialize;
+use serde_json::{json, Map, Value as Json};
+use weft_sdk::db::{self, Value};
+use weft_sdk::{config, events, http, Error, Event, Guest, Request, Response};
+
+struct Faulty;
+
+impl Guest for Faulty {
+    fn migrations() -> Vec<String> {
+        vec!["CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into()]
+    }
+
+    fn on_event(event: Event) -> Result<(), Error> {
+        match event.event_type.as_str() {
+            "faulty.poison" => Err(Error::Invalid("poison event".into())),
+            "faulty.trap" => panic!("faulty: trap requested by event {}", event.id),
+            other => insert(other).map(|_| ()),
+        }
+    }
+
+    fn on_request(request: Request) -> Response {
+        route(&request).unwrap_or_else(|response| response)
+    }
+
+    fn on_message(subject: String, payload: String) -> Result<String, Error> {
+        let reply = json!({
+            "subject": subject,
+            "payload": payload,
+            "instance": config::instance_id(),
+        });
+        Ok(reply.to_string())
+    }
+}
+
+fn route(request: &Request) -> Result<Response, Response> {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/ok") => Ok(http::json(200, &json!({"ok": true}))),
+        ("GET", "/trap") => panic!("faulty: trap requested"),
+        ("GET", "/loop") => spin(),
+        ("POST", "/note") => {
+            let id = note(request)?;
+            Ok(http::json(201, &json!({"id": id})))
+        }
+        ("POST", "/note-then-trap") => {
+            note(request)?;
+            panic!("faulty: trap after writing a note")
+        }
+        ("POST", "/note-then-500") => {
+            note(request)?;
+            Ok(http::error(500, "internal", "failed after writing a note"))
+        }
+        ("GET", "/notes") => notes(),
+        ("GET", "/config") => Ok(config_value(request)),
+        ("GET", "/echo") => Ok(echo(request)),
+        _ => Ok(http::not_found()),
+    }
+}
+
+/// Busy forever; `black_box` keeps the optimiser from reasoning it away.
+fn spin() -> ! {
+    let mut turns: u64 = 0;
+    loop {
+        turns = std::hint::black_box(turns.wrapping_add(1));
+    }
+}
+
+/// Stores the request body as a note and emits `faulty.noted`.
+fn note(request: &Request) -> Result<i64, Error> {
+    let body = String::from_utf8_lossy(&request.body);
+    let id = insert(&body)?;
+    events::publish("faulty.noted", &json!({"note": body}))?;
+    Ok(id)
+}
+
+/// Stores a note; returns its id.
+fn insert(body: &str) -> Result<i64, Error> {
+    let rows = db::query(
+        "INSERT INTO notes (body) VALUES (?1) RETURNING id",
+        &[Value::from(body)],
+    )?;
+    match rows.first() {
+        Some(row) => row.int("id"),
+        None => Err(Error::Invalid("INSERT … RETURNING gave no row".into())),
+    }
+}
+
+#[derive(Serialize)]
+struct Note {
+    id: i64,
+    body: Option<String>,
+}
+
+fn notes() -> Result<Response, Response> {
+    let rows = db::query("SELECT id, body FROM notes ORDER BY id", &[])?;
+    let notes = rows
+        .iter()
+        .map(|row| {
+            Ok(Note {
+                id: row.int("id")?,
+                body: row.opt_text("body")?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    Ok(http::json(200, &notes))
+}
+
+fn config_value(request: &Request) -> Response {
+    let params = http::query_params(&request.query);
+    let Some(key) = params.get("key") else {
+        return http::validation_failed("query parameter `key` is required");
+    };
+    http::json(
+        200,
+        &json!({"value": config::get(key), "instance": config::instance_id()}),
+    )
+}
+
+fn echo(request: &Request) -> Response {
+    let headers: Map<String, Json> = request
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), Json::from(value.as_str())))
+        .collect();
+    let caller = request.caller.as_ref().map(
+        |caller| json!({"userId": caller.user_id, "orgId": caller.org_id, "roles": caller.roles}),
+    );
+    http::json(
+        200,
+        &json!({
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "headers": headers,
+            "body": String::from_utf8_lossy(&request.body),
+            "caller": caller,
+        }),
+    )
+}
+
+weft_sdk::export!(Faulty);

@@ -1,0 +1,196 @@
+//! `GET /logs`: stored events by filter.
+//!
+//! Query `correlationId`, `eventType`, `source` (each optional, ANDed; an
+//! empty value is no filter) and `limit` (1–1000, default 100). Answers the
+//! newest `limit` matches, oldest first, as contract envelopes.
+//!
+//! Visibility: a caller without role `admin` sees only the events whose
+//! `data.userId` is their own; a caller with it sees all. A request without
+//! a caller (no token) sees all, until the gateway requires one here.
+
+use weft_sdk::db::{self, Value};
+use weft_sdk::events::Envelope;
+use weft_sdk::{http, Caller, Error, Request, Response};
+
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
+
+/// What to select, from the query string and the caller.
+#[derive(Debug, Default, PartialEq)]
+struct Filter {
+    correlation_id: Option<String>,
+    event_type: Option<String>,
+    source: Option<String>,
+    /// Only this user's events; `None` for all.
+    user_id: Option<String>,
+    limit: i64,
+}
+
+pub fn handle(request: &Request) -> Result<Response, Response> {
+    let filter = filter(&request.query, request.caller.as_ref())
+        .map_err(|message| http::validation_failed(&message))?;
+    let (sql, params) = select(&filter);
+    let rows = db::query(&sql, &params)?;
+    let mut envelopes = rows
+        .iter()
+        .map(|row| {
+            let data = row.text("data")?;
+            Ok(Envelope {
+                id: row.text("id")?,
+                event_type: row.text("event_type")?,
+                source: row.text("source")?,
+                data: serde_json::from_str(&data).map_err(|err| {
+                    Error::Invalid(format!("stored event data is not JSON: {err}"))
+                })?,
+                timestamp: row.text("timestamp")?,
+                correlation_id: row.text("correlation_id")?,
+                causation_id: row.opt_text("causation_id")?,
+            })
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    // Selected newest first to apply the limit; answered oldest first.
+    envelopes.reverse();
+    Ok(http::json(200, &envelopes))
+}
+
+fn filter(query: &str, caller: Option<&Caller>) -> Result<Filter, String> {
+    let params = http::query_params(query);
+    let given = |name: &str| params.get(name).filter(|value| !value.is_empty()).cloned();
+    let limit = match given("limit") {
+        None => DEFAULT_LIMIT,
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(|| format!("limit must be an integer from 1 to {MAX_LIMIT}"))?,
+    };
+    Ok(Filter {
+        correlation_id: given("correlationId"),
+        event_type: given("eventType"),
+        source: given("source"),
+        user_id: caller
+            .filter(|caller| !caller.has_role("admin"))
+            .map(|caller| caller.user_id.clone()),
+        limit,
+    })
+}
+
+/// The SQL and its parameters selecting `filter`'s events, newest first.
+fn select(filter: &Filter) -> (String, Vec<Value>) {
+    let mut conditions = Vec::new();
+    let mut params = Vec::new();
+    let columns = [
+        ("correlation_id", &filter.correlation_id),
+        ("event_type", &filter.event_type),
+        ("source", &filter.source),
+        ("user_id", &filter.user_id),
+    ];
+    for (column, value) in columns {
+        if let Some(value) = value {
+            params.push(Value::from(value));
+            conditions.push(format!("{column} = ?{}", params.len()));
+        }
+    }
+    let mut sql = String::from(
+        "SELECT id, event_type, source, data, timestamp, correlation_id, causation_id FROM events",
+    );
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    params.push(Value::from(filter.limit));
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
+    (sql, params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(roles: &[&str]) -> Caller {
+        Caller {
+            user_id: "u1".into(),
+            org_id: "o1".into(),
+            roles: roles.iter().map(|role| role.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_and_empty_values() {
+        let filter = filter("correlationId=&eventType=&source=&limit=", None).expect("valid");
+        assert_eq!(
+            filter,
+            Filter {
+                limit: 100,
+                ..Filter::default()
+            }
+        );
+    }
+
+    #[test]
+    fn filters_and_limit() {
+        let filter = filter(
+            "correlationId=c%201&eventType=user.registered&source=iam&limit=1000&other=x",
+            None,
+        )
+        .expect("valid");
+        assert_eq!(filter.correlation_id.as_deref(), Some("c 1"));
+        assert_eq!(filter.event_type.as_deref(), Some("user.registered"));
+        assert_eq!(filter.source.as_deref(), Some("iam"));
+        assert_eq!(filter.limit, 1000);
+    }
+
+    #[test]
+    fn bad_limits() {
+        for query in [
+            "limit=0",
+            "limit=1001",
+            "limit=-1",
+            "limit=ten",
+            "limit=1.5",
+        ] {
+            let message = filter(query, None).expect_err(query);
+            assert!(message.starts_with("limit"), "{message}");
+        }
+    }
+
+    #[test]
+    fn visibility() {
+        assert_eq!(filter("", None).expect("valid").user_id, None);
+        assert_eq!(
+            filter("", Some(&caller(&["user"])))
+                .expect("valid")
+                .user_id
+                .as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            filter("", Some(&caller(&["user", "admin"])))
+                .expect("valid")
+                .user_id,
+            None
+        );
+    }
+
+    #[test]
+    fn sql_numbers_its_parameters() {
+        let (sql, params) = select(&Filter {
+            event_type: Some("a.b".into()),
+            user_id: Some("u1".into()),
+            limit: 5,
+            ..Filter::default()
+        });
+        assert!(sql.ends_with("WHERE event_type = ?1 AND user_id = ?2 ORDER BY seq DESC LIMIT ?3"));
+        assert_eq!(
+            params,
+            vec![Value::from("a.b"), Value::from("u1"), Value::from(5_i64)]
+        );
+
+        let (sql, params) = select(&Filter {
+            limit: 100,
+            ..Filter::default()
+        });
+        assert!(sql.ends_with("FROM events ORDER BY seq DESC LIMIT ?1"));
+        assert_eq!(params.len(), 1);
+    }
+}

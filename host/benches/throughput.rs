@@ -1,0 +1,215 @@
+//! `just bench`: events/s through the local bus into a wasm handler that
+//! writes a row, HTTP requests/s through the gateway into a component (fresh
+//! instance per request), instantiation time, start time and idle RSS of the
+//! `weft` binary. Prints a table to paste into BENCHMARKS.md.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use weft_host::bus::Event;
+use weft_host::config::Config;
+use weft_host::Host;
+
+fn wasm(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../components/target/wasm32-wasip2/release")
+        .join(format!("{name}.wasm"))
+}
+
+fn config(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+version = 1
+[http]
+addr = "127.0.0.1:0"
+[data]
+dir = "{}"
+[components.faulty]
+wasm = "{}"
+subscribe = ["bench.tick"]
+{extra}
+[components.iam]
+wasm = "{}"
+[components.lgm]
+wasm = "{}"
+subscribe = ["user.*"]
+"#,
+        dir.display(),
+        wasm("faulty").display(),
+        wasm("iam").display(),
+        wasm("lgm").display(),
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+async fn bench_events(host: &Host, n: u64) -> f64 {
+    let shared = host.shared();
+    let faulty = shared.components["faulty"].clone();
+    let before = faulty.stats.handled.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let batch = 256;
+    let mut sent = 0;
+    while sent < n {
+        let events: Vec<Arc<Event>> = (0..batch.min(n - sent))
+            .map(|i| {
+                Arc::new(Event {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    event_type: "bench.tick".into(),
+                    source: "bench".into(),
+                    data: serde_json::json!({"i": sent + i}),
+                    timestamp: "2026-11-25T10:00:00Z".into(),
+                    correlation_id: "bench".into(),
+                    causation_id: None,
+                })
+            })
+            .collect();
+        sent += events.len() as u64;
+        shared.bus.publish(events).await.unwrap();
+    }
+    while faulty.stats.handled.load(Ordering::Relaxed) - before < n {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn bench_http(
+    addr: std::net::SocketAddr,
+    path: &str,
+    conns: usize,
+    secs: u64,
+) -> (f64, Duration, Duration) {
+    let count = Arc::new(AtomicU64::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let count = count.clone();
+        let path = path.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut latencies = Vec::new();
+            while Instant::now() < stop_at {
+                let req = hyper::Request::get(path.as_str())
+                    .header("host", "bench")
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let t = Instant::now();
+                let resp = sender.send_request(req).await.unwrap();
+                assert_eq!(resp.status(), 200);
+                resp.into_body().collect().await.unwrap();
+                latencies.push(t.elapsed());
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
+    (rate, percentile(&all, 0.5), percentile(&all, 0.99))
+}
+
+async fn bench_instantiate(host: &Host, n: u32) -> Duration {
+    let faulty = host.shared().components["faulty"].clone();
+    let start = Instant::now();
+    for _ in 0..n {
+        faulty.migrations().await.unwrap();
+    }
+    start.elapsed() / n
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts the real `weft` binary twice on the same data dir (the second
+/// start uses cached compiled components); returns (start ms, idle RSS MiB).
+fn bench_binary(dir: &Path) -> (f64, f64) {
+    use std::io::BufRead;
+    let toml = dir.join("runtime.toml");
+    std::fs::write(&toml, config(&dir.join("data"), "")).unwrap();
+    let mut result = (0.0, 0.0);
+    for _ in 0..2 {
+        let start = Instant::now();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", "--config"])
+            .arg(&toml)
+            .env("WEFT_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started = start.elapsed().as_secs_f64() * 1e3;
+        std::thread::sleep(Duration::from_millis(500));
+        let rss = rss_kib(child.id()) as f64 / 1024.0;
+        let _ = std::process::Command::new("kill")
+            .arg(child.id().to_string())
+            .status();
+        let _ = child.wait();
+        result = (started, rss);
+    }
+    result
+}
+
+fn main() {
+    for name in ["faulty", "iam", "lgm"] {
+        assert!(wasm(name).exists(), "run `just build-components` first");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (start_ms, rss) = bench_binary(dir.path());
+    let extra = std::env::var("BENCH_EXTRA")
+        .unwrap_or_default()
+        .replace("\\n", "\n");
+    let cfg = Config::parse(&config(&dir.path().join("data"), &extra), dir.path()).unwrap();
+    rt.block_on(async {
+        let host = Host::start(cfg).await.unwrap();
+        let addr = host.http_addr().unwrap();
+        let inst = bench_instantiate(&host, 2000).await;
+        bench_events(&host, 5_000).await; // warm up
+        let events = bench_events(&host, 100_000).await;
+        bench_http(addr, "/faulty/ok", 32, 1).await; // warm up
+        let (rps, p50, p99) = bench_http(addr, "/faulty/ok", 32, 5).await;
+        host.shutdown().await;
+        println!();
+        println!("| measure | result |");
+        println!("|---|---|");
+        println!("| instantiate + call a trivial export | {:.1} µs |", inst.as_secs_f64() * 1e6);
+        println!("| events/s, local bus → wasm handler writing 1 row (savepoint each, group commit) | {events:.0} |");
+        println!("| HTTP GET /faulty/ok, 32 connections, fresh instance each | {rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
+        println!("| `weft` start, cached components (3) → listening | {start_ms:.0} ms |");
+        println!("| `weft` idle RSS, 3 components loaded | {rss:.1} MiB |");
+    });
+}
