@@ -303,9 +303,12 @@ impl LoadedComponent {
         call: Call,
         in_batch: bool,
     ) -> Result<(Answer, Vec<Event>), InvokeError> {
+        // Asking for migrations is loading, not traffic: not counted.
+        let counted = !matches!(call, Call::Migrations);
         let result = self.invoke_inner(origin, call, in_batch).await;
         let stats = &self.stats;
         match &result {
+            _ if !counted => {}
             Ok(_) => {
                 stats.handled.fetch_add(1, Ordering::Relaxed);
                 stats.consecutive_failures.store(0, Ordering::Relaxed);
