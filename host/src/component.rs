@@ -15,9 +15,9 @@ use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 
 use crate::bindings::{GuestError, GuestEvent, HttpRequest, HttpResponse, ServicePre};
 use crate::bus::Event;
-use crate::config::ResolvedLimits;
+use crate::config::{ResolvedLimits, ResolvedRetry};
 use crate::db::DbError;
-use crate::state::{ComponentCtx, HostState, Invocation};
+use crate::state::{ComponentCtx, Effects, HostState, Invocation};
 
 /// Consecutive failures after which a component reports `degraded`.
 pub const DEGRADED_AFTER: u64 = 5;
@@ -78,6 +78,8 @@ pub struct LoadedComponent {
     pub sha256: String,
     /// Its limits.
     pub limits: ResolvedLimits,
+    /// How failed event deliveries are retried.
+    pub retry: ResolvedRetry,
     /// Its replicas' ids, `name-1` … `name-N`.
     pub instances: Vec<Arc<str>>,
     /// Counters.
@@ -102,6 +104,7 @@ impl LoadedComponent {
         pre: ServicePre<HostState>,
         sha256: String,
         limits: ResolvedLimits,
+        retry: ResolvedRetry,
         replicas: usize,
     ) -> LoadedComponent {
         let instances = (1..=replicas)
@@ -112,6 +115,7 @@ impl LoadedComponent {
             pre,
             sha256,
             limits,
+            retry,
             instances,
             stats: Stats::default(),
             next_instance: AtomicUsize::new(0),
@@ -174,18 +178,23 @@ impl LoadedComponent {
     /// Delivers events on replica `instance` as one group commit: each
     /// event's invocation runs in its own savepoint, one after another, and
     /// one `COMMIT` makes the successful ones durable before any of their
-    /// events is dispatched. Returns how many failed.
-    pub async fn handle_events(&self, instance: &Arc<str>, events: &[Arc<Event>]) -> usize {
+    /// events is dispatched. Returns the events that failed, with why.
+    pub async fn handle_events(
+        &self,
+        instance: &Arc<str>,
+        events: &[Arc<Event>],
+    ) -> Vec<(Arc<Event>, String)> {
+        let all_failed = |why: &str| events.iter().map(|e| (e.clone(), why.to_owned())).collect();
         let batch = match self.ctx.db.begin_batch().await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(component = self.name(), "cannot start a transaction: {e}");
                 self.count_failures(events.len() as u64, 0);
-                return events.len();
+                return all_failed(&e.to_string());
             }
         };
-        let mut outbox = Vec::new();
-        let mut failed = 0;
+        let mut outbox = Effects::default();
+        let mut failed = Vec::new();
         for event in events {
             let origin = Origin {
                 instance: instance.clone(),
@@ -202,15 +211,15 @@ impl LoadedComponent {
                 causation_id: event.causation_id.clone(),
             });
             match self.invoke(origin, call, true).await {
-                Ok((_, published)) => outbox.extend(published),
-                Err(_) => failed += 1,
+                Ok((_, effects)) => outbox.extend(effects),
+                Err(e) => failed.push((event.clone(), e.to_string())),
             }
         }
         if let Err(e) = batch.commit().await {
             tracing::error!(component = self.name(), "group commit failed: {e}");
-            let ok = (events.len() - failed) as u64;
+            let ok = (events.len() - failed.len()) as u64;
             self.count_failures(ok, ok);
-            return events.len();
+            return all_failed(&format!("group commit failed: {e}"));
         }
         self.dispatch(outbox).await;
         failed
@@ -228,12 +237,16 @@ impl LoadedComponent {
             .fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Hands committed events to the bus.
-    async fn dispatch(&self, events: Vec<Event>) {
-        if events.is_empty() {
+    /// Hands a committed invocation's pushes to the hub and events to the
+    /// bus.
+    async fn dispatch(&self, effects: Effects) {
+        for (user, message) in &effects.pushes {
+            self.ctx.hub.push(user, message);
+        }
+        if effects.events.is_empty() {
             return;
         }
-        let events = events.into_iter().map(Arc::new).collect();
+        let events = effects.events.into_iter().map(Arc::new).collect();
         if let Err(e) = self.ctx.bus.publish(events).await {
             // Committed but not delivered: the durable outbox of a later
             // version closes this gap; for now it is loud.
@@ -302,7 +315,7 @@ impl LoadedComponent {
         origin: Origin,
         call: Call,
         in_batch: bool,
-    ) -> Result<(Answer, Vec<Event>), InvokeError> {
+    ) -> Result<(Answer, Effects), InvokeError> {
         // Asking for migrations is loading, not traffic: not counted.
         let counted = !matches!(call, Call::Migrations);
         let result = self.invoke_inner(origin, call, in_batch).await;
@@ -327,7 +340,7 @@ impl LoadedComponent {
         origin: Origin,
         call: Call,
         in_batch: bool,
-    ) -> Result<(Answer, Vec<Event>), InvokeError> {
+    ) -> Result<(Answer, Effects), InvokeError> {
         let timeout = self.limits.timeout;
         let deadline = Instant::now() + timeout;
         let mut store = self.new_store(origin, deadline, in_batch);
@@ -368,11 +381,11 @@ impl LoadedComponent {
                 return Err(InvokeError::ServerError(response.clone()));
             }
         }
-        let events = store
+        let effects = store
             .into_data()
             .commit()
             .await
             .map_err(InvokeError::Commit)?;
-        Ok((answer, events))
+        Ok((answer, effects))
     }
 }

@@ -61,6 +61,12 @@ pub struct Config {
     /// Default limits for every component (each may override them).
     #[serde(default)]
     pub limits: Limits,
+    /// Default retry policy for event handlers (each may override it).
+    #[serde(default)]
+    pub retry: Retry,
+    /// Access tokens: issuer, lifetime, signing keys.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// The components, by name.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentConfig>,
@@ -204,6 +210,97 @@ impl Limits {
     }
 }
 
+/// How failed event deliveries are retried. In `[retry]` these are
+/// defaults; in `[components.<name>.retry]` they override them.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Deliveries in all, the first included (default 3, as the original's
+    /// Bull jobs); after the last failure the event becomes a dead letter.
+    pub attempts: Option<u32>,
+    /// Delay before the second delivery in ms (default 2000); it doubles for
+    /// each further one.
+    pub backoff_ms: Option<u64>,
+}
+
+/// A retry policy with every value decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolvedRetry {
+    /// Deliveries in all.
+    pub attempts: u32,
+    /// Delay before the second delivery.
+    pub backoff: std::time::Duration,
+}
+
+impl Retry {
+    /// Fills in from `defaults`, then from built-in defaults.
+    pub fn resolve(&self, defaults: &Retry) -> ResolvedRetry {
+        ResolvedRetry {
+            attempts: self.attempts.or(defaults.attempts).unwrap_or(3).max(1),
+            backoff: std::time::Duration::from_millis(
+                self.backoff_ms.or(defaults.backoff_ms).unwrap_or(2000),
+            ),
+        }
+    }
+}
+
+impl ResolvedRetry {
+    /// The wait after failed delivery number `attempt` (1-based):
+    /// `backoff × 2^(attempt-1)`.
+    pub fn delay_after(&self, attempt: u32) -> std::time::Duration {
+        self.backoff.saturating_mul(
+            1u32.checked_shl(attempt.saturating_sub(1))
+                .unwrap_or(u32::MAX),
+        )
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The `iss` claim of issued tokens, required of every verified token.
+    #[serde(default = "default_issuer")]
+    pub issuer: String,
+    /// Lifetime of issued access tokens, in seconds.
+    #[serde(default = "default_ttl")]
+    pub token_ttl_secs: u32,
+    /// Folder of Ed25519 signing keys (PKCS#8 PEM); the newest signs, all
+    /// verify. Created with a first key when missing. Default:
+    /// `<data.dir>/keys`.
+    pub keys_dir: Option<PathBuf>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            issuer: default_issuer(),
+            token_ttl_secs: default_ttl(),
+            keys_dir: None,
+        }
+    }
+}
+
+fn default_issuer() -> String {
+    "weft".into()
+}
+fn default_ttl() -> u32 {
+    3600
+}
+
+/// What a component may use beyond its own database and events. Everything
+/// is denied unless granted.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// May ask the host to issue access tokens (`auth.issue-token`).
+    #[serde(default)]
+    pub issue_tokens: bool,
+    /// May push to WebSocket clients (`realtime.push`).
+    #[serde(default)]
+    pub push: bool,
+}
+
 /// `[components.<name>]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -226,6 +323,16 @@ pub struct ComponentConfig {
     /// Limits overriding `[limits]`.
     #[serde(default)]
     pub limits: Limits,
+    /// Retry policy overriding `[retry]`.
+    #[serde(default)]
+    pub retry: Retry,
+    /// Capabilities granted beyond the defaults.
+    #[serde(default)]
+    pub grants: Grants,
+    /// A path below the route prefix (e.g. `/ws`) where the gateway accepts
+    /// WebSocket clients with a valid token; they receive this component's
+    /// `realtime.push` messages for their user.
+    pub websocket: Option<String>,
     /// Values the component reads through the `config` interface.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
@@ -325,6 +432,8 @@ impl Config {
             data: DataConfig::default(),
             bus: BusConfig::default(),
             limits: Limits::default(),
+            retry: Retry::default(),
+            auth: AuthConfig::default(),
             components: BTreeMap::new(),
         }
     }
@@ -370,6 +479,21 @@ impl Config {
                     )));
                 }
             }
+        }
+        for (name, c) in &self.components {
+            if let Some(ws) = &c.websocket {
+                if !ws.starts_with('/') || ws == "/health" || c.route_prefix(name).is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}.websocket = `{ws}`: a path starting with `/` \
+                         (not /health) on a component with a route"
+                    )));
+                }
+            }
+        }
+        if self.auth.token_ttl_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "auth.token_ttl_secs must be > 0".into(),
+            ));
         }
         if self.http.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
@@ -495,6 +619,32 @@ mod tests {
         let values = c.components["iam"].config_strings();
         assert_eq!(values["admins"], "[\"alice\"]");
         assert_eq!(values["name"], "x");
+        Ok(())
+    }
+
+    #[test]
+    fn retry_backoff_doubles() {
+        let r = Retry {
+            attempts: None,
+            backoff_ms: Some(100),
+        }
+        .resolve(&Retry::default());
+        assert_eq!(r.attempts, 3);
+        assert_eq!(r.delay_after(1), std::time::Duration::from_millis(100));
+        assert_eq!(r.delay_after(2), std::time::Duration::from_millis(200));
+        assert_eq!(r.delay_after(3), std::time::Duration::from_millis(400));
+    }
+
+    #[test]
+    fn grants_are_denied_unless_given() -> Result<(), ConfigError> {
+        let c = parse(
+            "version = 1\n[components.a]\nwasm = \"a\"\n[components.b]\nwasm = \"b\"\n[components.b.grants]\npush = true\n",
+        )?;
+        assert_eq!(c.components["a"].grants, Grants::default());
+        assert!(c.components["b"].grants.push && !c.components["b"].grants.issue_tokens);
+        let bad =
+            parse("version = 1\n[components.a]\nwasm = \"a\"\n[components.a.grants]\nfly = true\n");
+        assert!(bad.is_err());
         Ok(())
     }
 

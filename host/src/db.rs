@@ -134,6 +134,15 @@ impl Database {
              PRAGMA wal_autocheckpoint = 0;"
         ))?;
         conn.set_prepared_statement_cache_capacity(256);
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS _weft_dead_letters (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 event_id TEXT NOT NULL,
+                 event TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 last_error TEXT NOT NULL,
+                 failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
+        )?;
         let guest_mode = Arc::new(AtomicBool::new(true));
         let flag = guest_mode.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -230,6 +239,42 @@ impl Database {
         self.call(move |w| migrate(w, &statements))
             .await
             .map_err(|e| MigrationError { index: 0, error: e })?
+    }
+
+    /// Keeps an event that failed every delivery, with the last error.
+    pub async fn add_dead_letter(
+        &self,
+        event_id: &str,
+        event_json: &str,
+        attempts: u32,
+        last_error: &str,
+    ) -> Result<(), DbError> {
+        // Waits for the lease so that it never lands inside an invocation's
+        // transaction.
+        let _lease = self.inner.lease.clone().lock_owned().await;
+        self.run(|w| {
+            w.as_host(|c| {
+                c.execute(
+                    "INSERT INTO _weft_dead_letters (event_id, event, attempts, last_error)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    rusqlite::params![event_id, event_json, attempts, last_error],
+                )
+            })
+        })?;
+        Ok(())
+    }
+
+    /// How many dead letters are kept.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.run(|w| {
+            w.as_host(|c| {
+                c.query_row("SELECT count(*) FROM _weft_dead_letters", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+        })
+        .map(|n| n.max(0) as u64)
+        .unwrap_or(0)
     }
 
     /// Folds the write-ahead log into the database file (on shutdown).

@@ -13,11 +13,10 @@ use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::bindings::HttpRequest;
+use crate::bindings::{Caller, HttpRequest};
 use crate::component::{InvokeError, LoadedComponent};
 use crate::health;
 use crate::runtime::{Shared, DRAIN_TIMEOUT};
@@ -34,7 +33,7 @@ pub async fn serve(
     max_connections: usize,
     mut stop: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
+    let mut open = tokio::task::JoinSet::new();
     let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -62,19 +61,36 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            let _ = conn.await;
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = stop.clone();
+        open.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = stopped(&mut stopping) => {
+                    // Finish the request in progress, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
             drop(slot);
         });
+        while open.try_join_next().is_some() {}
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let drain = async { while open.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
         tracing::warn!("shutdown: gave up waiting for open HTTP connections");
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            return;
+        }
     }
 }
 
@@ -82,6 +98,16 @@ pub async fn serve(
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({"error": {"code": code, "message": message}});
     json_response(status, &body)
+}
+
+/// 401 with the contract's body and a `WWW-Authenticate` challenge.
+pub fn unauthorized(message: &str) -> Response<Body> {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "unauthorized", message);
+    response.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 /// A JSON response.
@@ -118,6 +144,9 @@ async fn route(shared: &Shared, req: Request<Incoming>, correlation: &str) -> Re
     let path = req.uri().path().to_owned();
     if path == "/health" {
         return json_response(StatusCode::OK, &health::overall(shared));
+    }
+    if let Some(component) = shared.websockets.get(&path) {
+        return crate::websocket::upgrade(shared, component, req);
     }
     let trimmed = path.trim_start_matches('/');
     let (prefix, rest) = match trimmed.find('/') {
@@ -161,6 +190,32 @@ async fn invoke(
     if declared.is_some_and(|n| n > max as u64) {
         return too_large();
     }
+    // The guard: a request that carries a token reaches the component only
+    // with that token verified; without one, the component decides.
+    let caller = match req.headers().get(hyper::header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let verified = value
+                .to_str()
+                .map_err(|_| crate::auth::TokenError::Malformed)
+                .and_then(|v| shared.tokens.verify_bearer(v));
+            match verified {
+                Ok(claims) => Some(Caller {
+                    user_id: claims.sub,
+                    org_id: claims.org,
+                    roles: claims.roles,
+                }),
+                Err(e) => {
+                    tracing::info!(
+                        component = component.name(),
+                        correlation_id = correlation,
+                        "401: {e}"
+                    );
+                    return unauthorized("invalid or expired token");
+                }
+            }
+        }
+    };
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -181,6 +236,8 @@ async fn invoke(
     let mut headers: Vec<(String, String)> = parts
         .headers
         .iter()
+        // The component gets the verified caller, never the raw token.
+        .filter(|(k, _)| *k != hyper::header::AUTHORIZATION)
         .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
     if !headers.iter().any(|(k, _)| k == CORRELATION_HEADER) {
@@ -192,7 +249,7 @@ async fn invoke(
         query: parts.uri.query().unwrap_or("").to_owned(),
         headers,
         body: body.to_vec(),
-        caller: None,
+        caller,
     };
     match component.handle_http(request, correlation.to_owned()).await {
         Ok(answer) | Err(InvokeError::ServerError(answer)) => guest_response(answer),

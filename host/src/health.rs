@@ -15,6 +15,7 @@ pub fn component(c: &LoadedComponent) -> Value {
         "instances": c.instances.len(),
         "handled": c.stats.handled.load(Ordering::Relaxed),
         "failed": c.stats.failed.load(Ordering::Relaxed),
+        "deadLetters": c.ctx.db.dead_letter_count(),
     })
 }
 

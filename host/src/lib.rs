@@ -16,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod auth;
 pub mod bindings;
 pub mod bus;
 pub mod capabilities;
@@ -25,8 +26,10 @@ pub mod db;
 pub mod engine;
 pub mod gateway;
 pub mod health;
+pub mod hub;
 pub mod runtime;
 pub mod state;
 pub mod time;
+pub mod websocket;
 
 pub use runtime::{Host, StartError};

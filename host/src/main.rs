@@ -12,6 +12,10 @@ weft — runs event-driven microservices as WebAssembly components
 usage:
   weft [run] [--config <runtime.toml>]   start the host (default: ./runtime.toml)
   weft check [--config <runtime.toml>]   validate the configuration and exit
+  weft keys list [--config …]            list the token signing keys (newest signs)
+  weft keys rotate [--config …]          add a new signing key; older keys keep
+                                         verifying until their files are removed;
+                                         restart the host to use it
   weft --help
 
 environment:
@@ -28,6 +32,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(first) = args.peek() {
         if !first.starts_with('-') {
             command = args.next().unwrap_or_default();
+        }
+    }
+    if command == "keys" {
+        match args.next().as_deref() {
+            Some(sub @ ("list" | "rotate")) => command = format!("keys {sub}"),
+            _ => bail!("usage: weft keys list|rotate [--config <runtime.toml>]"),
         }
     }
     while let Some(arg) = args.next() {
@@ -67,6 +77,28 @@ fn main() -> anyhow::Result<()> {
             .build()
             .context("cannot start the async runtime")?
             .block_on(run(config)),
+        "keys list" | "keys rotate" => {
+            let dir = config
+                .auth
+                .keys_dir
+                .clone()
+                .unwrap_or_else(|| config.data.dir.join("keys"));
+            if command == "keys rotate" {
+                let kid = weft_host::auth::generate_key(&dir)?;
+                println!("new signing key {kid} in {}", dir.display());
+            }
+            let tokens = weft_host::auth::TokenService::load(&config.auth, &config.data.dir)?;
+            for key in tokens.jwks()["keys"].as_array().into_iter().flatten() {
+                let kid = key["kid"].as_str().unwrap_or("?");
+                let role = if kid == tokens.signing_kid() {
+                    "signs and verifies"
+                } else {
+                    "verifies"
+                };
+                println!("{kid}  {role}");
+            }
+            Ok(())
+        }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
 }

@@ -12,14 +12,16 @@ use tokio::task::JoinSet;
 use wasmtime::component::Linker;
 use wasmtime::Engine;
 
+use crate::auth::TokenService;
 use crate::bindings::ServicePre;
 use crate::bus::local::LocalBus;
-use crate::bus::{Bus, EventReceiver, RequestReceiver};
+use crate::bus::{Bus, Event, EventReceiver, RequestReceiver};
 use crate::component::LoadedComponent;
 use crate::config::{BusKind, Config};
 use crate::db::Database;
 use crate::engine::{self, EpochTicker, LoadError};
 use crate::gateway;
+use crate::hub::Hub;
 use crate::state::{ComponentCtx, HostState};
 
 /// How long shutdown waits for in-flight HTTP requests and queued events.
@@ -74,6 +76,10 @@ pub struct Shared {
     pub components: BTreeMap<String, Arc<LoadedComponent>>,
     /// Components by route prefix.
     pub routes: HashMap<String, Arc<LoadedComponent>>,
+    /// Components by the full path of their WebSocket endpoint.
+    pub websockets: HashMap<String, Arc<LoadedComponent>>,
+    /// Verifies bearer tokens at the gateway.
+    pub tokens: Arc<TokenService>,
     /// The bus.
     pub bus: Arc<dyn Bus>,
     /// Largest request body accepted.
@@ -112,10 +118,15 @@ impl Host {
         crate::capabilities::add_to_linker(&mut linker)
             .map_err(|e| StartError::Setup(format!("linker: {e:#}")))?;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.bus.queue_capacity));
+        let tokens = Arc::new(
+            TokenService::load(&config.auth, &config.data.dir)
+                .map_err(|e| StartError::Setup(e.to_string()))?,
+        );
         let cache_dir = config.data.dir.join("cache");
 
         let mut components = BTreeMap::new();
         let mut routes = HashMap::new();
+        let mut websockets = HashMap::new();
         let mut subscriptions = Vec::new();
         for (name, cc) in &config.components {
             let t = Instant::now();
@@ -145,6 +156,9 @@ impl Host {
                 config: cc.config_strings(),
                 db: db.clone(),
                 bus: bus.clone(),
+                grants: cc.grants.clone(),
+                tokens: tokens.clone(),
+                hub: Arc::new(Hub::default()),
             });
             let limits = cc.limits.resolve(&config.limits);
             let component = Arc::new(LoadedComponent::new(
@@ -152,6 +166,7 @@ impl Host {
                 pre,
                 loaded.sha256.clone(),
                 limits,
+                cc.retry.resolve(&config.retry),
                 cc.replicas,
             ));
             let migrations = component
@@ -189,6 +204,9 @@ impl Host {
             subscriptions.push((component.clone(), events, requests));
             if let Some(route) = cc.route_prefix(name) {
                 routes.insert(route.to_owned(), component.clone());
+                if let Some(ws) = &cc.websocket {
+                    websockets.insert(format!("/{route}{ws}"), component.clone());
+                }
             }
             components.insert(name.clone(), component);
         }
@@ -196,7 +214,9 @@ impl Host {
         let shared = Arc::new(Shared {
             components,
             routes,
+            websockets,
             bus,
+            tokens,
             max_body_bytes: config.http.max_body_bytes,
             busy: AtomicUsize::new(0),
         });
@@ -282,6 +302,9 @@ impl Host {
             let left: usize = self.queues.iter().map(|q| q.len()).sum();
             tracing::warn!(left, "shutdown: gave up waiting for queued events");
         }
+        for c in self.shared.components.values() {
+            c.ctx.hub.close_all();
+        }
         self.shared.bus.close();
         for q in &self.queues {
             q.close();
@@ -334,11 +357,65 @@ async fn event_loop(
                 Err(_) => break,
             }
         }
-        // Failures are counted and logged inside; retries and dead letters
-        // arrive with the durable bus.
-        component.handle_events(&instance, &batch).await;
+        for (event, error) in component.handle_events(&instance, &batch).await {
+            shared.busy.fetch_add(1, Ordering::SeqCst);
+            let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
+            tokio::spawn(async move {
+                redeliver(&c, &i, event, error).await;
+                s.busy.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
         batch.clear();
         shared.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Delivers a failed event again after the backoff, until it succeeds or
+/// its attempts are spent; then keeps it as a dead letter.
+async fn redeliver(
+    component: &LoadedComponent,
+    instance: &Arc<str>,
+    event: Arc<Event>,
+    error: String,
+) {
+    let policy = component.retry;
+    let mut attempt = 1;
+    let mut error = error;
+    while attempt < policy.attempts {
+        let delay = policy.delay_after(attempt);
+        tracing::warn!(
+            component = component.name(),
+            event_id = %event.id,
+            event_type = %event.event_type,
+            attempt,
+            "delivery failed ({error}); retrying in {delay:?}"
+        );
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+        match component
+            .handle_events(instance, std::slice::from_ref(&event))
+            .await
+            .pop()
+        {
+            None => return,
+            Some((_, why)) => error = why,
+        }
+    }
+    tracing::error!(
+        component = component.name(),
+        event_id = %event.id,
+        event_type = %event.event_type,
+        attempts = attempt,
+        "delivery failed for good ({error}); kept as a dead letter"
+    );
+    let json = serde_json::to_string(&*event).unwrap_or_default();
+    if let Err(e) = component
+        .ctx
+        .db
+        .add_dead_letter(&event.id, &json, attempt, &error)
+        .await
+    {
+        tracing::error!(component = component.name(), event_id = %event.id, "cannot keep the dead letter: {e}");
     }
 }
 

@@ -12,8 +12,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::auth::TokenService;
 use crate::bus::{Bus, Event};
+use crate::config::Grants;
 use crate::db::{Database, DbError, Tx};
+use crate::hub::Hub;
 
 /// What every invocation of one component shares.
 pub struct ComponentCtx {
@@ -25,6 +28,12 @@ pub struct ComponentCtx {
     pub db: Database,
     /// The bus it publishes to and requests through.
     pub bus: Arc<dyn Bus>,
+    /// What it may use beyond its database and events.
+    pub grants: Grants,
+    /// The host's token service (issuing needs a grant).
+    pub tokens: Arc<TokenService>,
+    /// Its WebSocket clients.
+    pub hub: Arc<Hub>,
 }
 
 /// Who is running and why.
@@ -59,6 +68,25 @@ pub struct HostState {
     in_batch: bool,
     /// Events published so far, dispatched only after commit.
     pub outbox: Vec<Event>,
+    /// WebSocket pushes `(user id, JSON)`, sent only after commit.
+    pub pushes: Vec<(String, String)>,
+}
+
+/// What a committed invocation hands on: its events and pushes.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Events, in publishing order.
+    pub events: Vec<Event>,
+    /// WebSocket pushes `(user id, JSON)`.
+    pub pushes: Vec<(String, String)>,
+}
+
+impl Effects {
+    /// Appends another invocation's effects.
+    pub fn extend(&mut self, other: Effects) {
+        self.events.extend(other.events);
+        self.pushes.extend(other.pushes);
+    }
 }
 
 impl HostState {
@@ -76,6 +104,7 @@ impl HostState {
             tx: None,
             in_batch,
             outbox: Vec::new(),
+            pushes: Vec::new(),
         }
     }
 
@@ -95,12 +124,16 @@ impl HostState {
     }
 
     /// Ends the invocation successfully: commits its writes, then hands back
-    /// the events to dispatch. On error nothing is committed or dispatched.
-    pub async fn commit(mut self) -> Result<Vec<Event>, DbError> {
+    /// the events and pushes to dispatch. On error nothing is committed or
+    /// dispatched.
+    pub async fn commit(mut self) -> Result<Effects, DbError> {
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
-        Ok(std::mem::take(&mut self.outbox))
+        Ok(Effects {
+            events: std::mem::take(&mut self.outbox),
+            pushes: std::mem::take(&mut self.pushes),
+        })
     }
 }
 

@@ -31,10 +31,24 @@ addr = "127.0.0.1:0"
 max_body_bytes = 65536
 [data]
 dir = "{data}"
+[retry]
+attempts = 3
+backoff_ms = 50
 [components.iam]
 wasm = "{iam}"
+[components.iam.grants]
+issue_tokens = true
 [components.iam.config]
 admins = ["alice"]
+[components.bpm]
+wasm = "{bpm}"
+subscribe = ["user.registered"]
+[components.nsm]
+wasm = "{nsm}"
+subscribe = ["user.registered", "account.created"]
+websocket = "/ws"
+[components.nsm.grants]
+push = true
 [components.lgm]
 wasm = "{lgm}"
 subscribe = ["*"]
@@ -52,6 +66,8 @@ greeting = "hello"
         iam = wasm("iam").display(),
         lgm = wasm("lgm").display(),
         faulty = wasm("faulty").display(),
+        bpm = wasm("bpm").display(),
+        nsm = wasm("nsm").display(),
     )
 }
 
@@ -83,6 +99,89 @@ impl TestHost {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// Registers `name` (password `correct horse battery`) and returns
+    /// `(user id, access token)`.
+    pub async fn user(&self, name: &str) -> (String, String) {
+        let password = "correct horse battery";
+        let r = self
+            .client
+            .post(self.url("/iam/register"))
+            .json(&serde_json::json!({"username": name, "email": format!("{name}@example.com"), "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "register {name}");
+        let user: serde_json::Value = r.json().await.unwrap();
+        let token = self.login(name, password).await.expect("login failed");
+        (user["id"].as_str().unwrap().to_owned(), token)
+    }
+
+    /// Logs in; the access token, or the status on failure.
+    pub async fn login(&self, name: &str, password: &str) -> Result<String, u16> {
+        let r = self
+            .client
+            .post(self.url("/iam/login"))
+            .json(&serde_json::json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 200 {
+            return Err(r.status().as_u16());
+        }
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["tokenType"], "Bearer");
+        assert!(body["expiresIn"].as_u64().unwrap() > 0);
+        Ok(body["accessToken"].as_str().unwrap().to_owned())
+    }
+
+    /// An admin's token (alice is an admin in the test config).
+    pub async fn admin(&self) -> String {
+        match self.login("alice", "correct horse battery").await {
+            Ok(token) => token,
+            Err(_) => self.user("alice").await.1,
+        }
+    }
+
+    /// GET with a bearer token; status and JSON body (Null when empty).
+    pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// POST JSON with a bearer token; status and JSON body.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {

@@ -1,16 +1,23 @@
-//! IAM: user accounts.
+//! IAM: user accounts, logins and access tokens.
 //!
 //! Routes (below the `/iam` prefix):
 //! - `POST /register` → 201 the new user; emits `user.registered`.
+//! - `POST /login` → 200 an access token (issued by the host's `auth`).
+//! - `GET /me` (auth) → 200 the caller's profile.
+//! - `PUT /password` (auth) → 204; emits `user.password_changed`.
+//! - `GET /.well-known/jwks.json` → 200 the JWK set that verifies tokens.
 //!
-//! Login, profile and password changes come later: each is one more arm in
-//! [`route`] and one more module.
+//! Config: `admins`, the usernames that also get role `admin`.
 
+mod change_password;
+mod login;
 mod password;
+mod profile;
 mod register;
+mod roles;
 mod users;
 
-use weft_sdk::{http, Error, Event, Guest, Request, Response};
+use weft_sdk::{auth, http, Error, Event, Guest, Request, Response};
 
 struct Iam;
 
@@ -28,7 +35,16 @@ impl Guest for Iam {
     }
 
     fn on_request(request: Request) -> Response {
-        route(&request).unwrap_or_else(|response| response)
+        let result = match resolve(&request.method, &request.path) {
+            Route::Register => register::handle(&request),
+            Route::Login => login::handle(&request),
+            Route::Me => profile::handle(&request),
+            Route::Password => change_password::handle(&request),
+            Route::Jwks => Ok(jwks()),
+            Route::MethodNotAllowed(allowed) => Ok(http::method_not_allowed(allowed)),
+            Route::NotFound => Ok(http::not_found()),
+        };
+        result.unwrap_or_else(|response| response)
     }
 
     /// IAM serves no request-reply subjects.
@@ -39,12 +55,66 @@ impl Guest for Iam {
     }
 }
 
-fn route(request: &Request) -> Result<Response, Response> {
-    match (request.method.as_str(), request.path.as_str()) {
-        ("POST", "/register") => register::handle(request),
-        (_, "/register") => Ok(http::method_not_allowed(&["POST"])),
-        _ => Ok(http::not_found()),
+/// Where a request goes.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Register,
+    Login,
+    Me,
+    Password,
+    Jwks,
+    MethodNotAllowed(&'static [&'static str]),
+    NotFound,
+}
+
+const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+fn resolve(method: &str, path: &str) -> Route {
+    match (method, path) {
+        ("POST", "/register") => Route::Register,
+        ("POST", "/login") => Route::Login,
+        ("GET", "/me") => Route::Me,
+        ("PUT", "/password") => Route::Password,
+        ("GET", JWKS_PATH) => Route::Jwks,
+        (_, "/register" | "/login") => Route::MethodNotAllowed(&["POST"]),
+        (_, "/me" | JWKS_PATH) => Route::MethodNotAllowed(&["GET"]),
+        (_, "/password") => Route::MethodNotAllowed(&["PUT"]),
+        _ => Route::NotFound,
+    }
+}
+
+/// The host's JWK set, as it gives it; public, cacheable for a while.
+fn jwks() -> Response {
+    Response {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("cache-control".into(), "public, max-age=300".into()),
+        ],
+        body: auth::jwks().into_bytes(),
     }
 }
 
 weft_sdk::export!(Iam);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(resolve("POST", "/register"), Route::Register);
+        assert_eq!(resolve("POST", "/login"), Route::Login);
+        assert_eq!(resolve("GET", "/me"), Route::Me);
+        assert_eq!(resolve("PUT", "/password"), Route::Password);
+        assert_eq!(resolve("GET", "/.well-known/jwks.json"), Route::Jwks);
+        assert_eq!(resolve("GET", "/login"), Route::MethodNotAllowed(&["POST"]));
+        assert_eq!(
+            resolve("POST", "/password"),
+            Route::MethodNotAllowed(&["PUT"])
+        );
+        assert_eq!(resolve("DELETE", "/me"), Route::MethodNotAllowed(&["GET"]));
+        assert_eq!(resolve("GET", "/nope"), Route::NotFound);
+        assert_eq!(resolve("GET", "/me/"), Route::NotFound);
+    }
+}

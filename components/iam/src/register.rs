@@ -47,8 +47,8 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
     validate(&input).map_err(|message| http::validation_failed(&message))?;
 
     match users::taken(&input.username, &input.email)? {
-        Some(Taken::Username) => return Err(conflict("username is already taken")),
-        Some(Taken::Email) => return Err(conflict("email is already registered")),
+        Some(Taken::Username) => return Err(http::conflict("username is already taken")),
+        Some(Taken::Email) => return Err(http::conflict("email is already registered")),
         None => {}
     }
 
@@ -66,7 +66,7 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
     };
     users::insert(&user).map_err(|err| match err {
         // Registered by someone else between the check and the insert.
-        Error::Conflict(_) => conflict("username or email is already taken"),
+        Error::Conflict(_) => http::conflict("username or email is already taken"),
         other => other.into(),
     })?;
 
@@ -78,7 +78,8 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
             email: &user.email,
             org_id: &user.base.owner.org_id,
         },
-    )?;
+    )
+    .map_err(http::rollback)?;
 
     Ok(http::json(
         201,
@@ -92,10 +93,6 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
     ))
 }
 
-fn conflict(message: &str) -> Response {
-    http::error(409, "conflict", message)
-}
-
 fn validate(input: &RegisterRequest) -> Result<(), String> {
     if !valid_username(&input.username) {
         return Err(
@@ -105,10 +102,7 @@ fn validate(input: &RegisterRequest) -> Result<(), String> {
     if !valid_email(&input.email) {
         return Err("email must be a valid email address, such as ada@example.com".into());
     }
-    let password_chars = input.password.chars().count();
-    if !(8..=1024).contains(&password_chars) {
-        return Err("password must be 8 to 1024 characters long".into());
-    }
+    password::validate("password", &input.password)?;
     if let Some(org_id) = &input.org_id {
         if !valid_org_id(org_id) {
             return Err(

@@ -1,6 +1,6 @@
 //! The `users` table: the base entity's columns plus the account's own.
 
-use weft_sdk::db::{self, Value};
+use weft_sdk::db::{self, Row, Value};
 use weft_sdk::entity::BaseEntity;
 use weft_sdk::Error;
 
@@ -29,11 +29,23 @@ pub const MIGRATIONS: &[&str] = &[
 
 /// A user account. `base.id` is the user id; `base.owner` is the user in
 /// their organisation.
+#[derive(Clone, Debug, PartialEq)]
 pub struct User {
     pub base: BaseEntity,
     pub username: String,
     pub email: String,
     pub password_hash: String,
+}
+
+/// How a login or a token names a user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup<'a> {
+    /// By username, case-insensitively.
+    Username(&'a str),
+    /// By email, case-insensitively.
+    Email(&'a str),
+    /// By id (a token's `sub`).
+    Id(&'a str),
 }
 
 /// Which of `username` and `email` an existing account (deleted ones
@@ -62,31 +74,102 @@ pub enum Taken {
 /// Stores a new user. A username or email taken meanwhile is
 /// [`Error::Conflict`].
 pub fn insert(user: &User) -> Result<(), Error> {
-    let base = &user.base;
+    let mut params = user.base.to_values()?;
+    params.extend([
+        Value::from(&user.username),
+        Value::from(&user.email),
+        Value::from(&user.password_hash),
+    ]);
     db::execute(
-        "INSERT INTO users (id, owner_user_id, owner_org_id, attributes, metadata, context,
-                            created_at, updated_at, deleted_at, username, email, password_hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        &[
-            Value::from(&base.id),
-            Value::from(&base.owner.user_id),
-            Value::from(&base.owner.org_id),
-            json_text(&base.attributes)?,
-            json_text(&base.metadata)?,
-            json_text(&base.context)?,
-            Value::from(&base.created_at),
-            Value::from(&base.updated_at),
-            Value::from(base.deleted_at.clone()),
-            Value::from(&user.username),
-            Value::from(&user.email),
-            Value::from(&user.password_hash),
-        ],
+        &format!(
+            "INSERT INTO users ({}, username, email, password_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            BaseEntity::COLUMNS
+        ),
+        &params,
     )?;
     Ok(())
 }
 
-fn json_text(value: &impl serde::Serialize) -> Result<Value, Error> {
-    serde_json::to_string(value)
-        .map(Value::Text)
-        .map_err(|err| Error::Invalid(format!("cannot serialise a user column: {err}")))
+/// The live (not soft-deleted) user named by `lookup`.
+pub fn find_live(lookup: Lookup<'_>) -> Result<Option<User>, Error> {
+    let (condition, value) = match lookup {
+        Lookup::Username(username) => ("username = ?1 COLLATE NOCASE", username),
+        Lookup::Email(email) => ("email = ?1 COLLATE NOCASE", email),
+        Lookup::Id(id) => ("id = ?1", id),
+    };
+    let rows = db::query(
+        &format!(
+            "SELECT {}, username, email, password_hash FROM users
+             WHERE {condition} AND deleted_at IS NULL",
+            BaseEntity::COLUMNS
+        ),
+        &[value.into()],
+    )?;
+    rows.first().map(|row| from_row(&row)).transpose()
+}
+
+/// Stores `user`'s password hash, metadata and `updated_at`.
+pub fn update_password(user: &User) -> Result<(), Error> {
+    let changed = db::execute(
+        "UPDATE users SET password_hash = ?2, metadata = ?3, updated_at = ?4 WHERE id = ?1",
+        &[
+            Value::from(&user.base.id),
+            Value::from(&user.password_hash),
+            db::json_text(&user.base.metadata)?,
+            Value::from(&user.base.updated_at),
+        ],
+    )?;
+    if changed == 1 {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("user {} is gone", user.base.id)))
+    }
+}
+
+fn from_row(row: &Row<'_>) -> Result<User, Error> {
+    Ok(User {
+        base: BaseEntity::from_row(row)?,
+        username: row.text("username")?,
+        email: row.text("email")?,
+        password_hash: row.text("password_hash")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_sdk::entity::Owner;
+
+    #[test]
+    fn rows_become_users() {
+        let base = BaseEntity::with_id(
+            "u1".into(),
+            Owner {
+                user_id: "u1".into(),
+                org_id: "o1".into(),
+            },
+        );
+        let mut columns: Vec<String> = BaseEntity::COLUMNS
+            .split(',')
+            .map(|column| column.trim().to_string())
+            .collect();
+        columns.extend(["username", "email", "password_hash"].map(String::from));
+        let mut values = base.to_values().expect("values");
+        values.extend(["ada".into(), "ada@example.com".into(), "$argon2id$x".into()]);
+        let rows = db::Rows {
+            columns,
+            rows: vec![values],
+        };
+        let user = from_row(&rows.first().expect("a row")).expect("a user");
+        assert_eq!(
+            user,
+            User {
+                base,
+                username: "ada".into(),
+                email: "ada@example.com".into(),
+                password_hash: "$argon2id$x".into(),
+            }
+        );
+    }
 }

@@ -2,8 +2,10 @@
 //!
 //! Subscribes to every event and keeps each once, by id. Routes (below the
 //! `/lgm` prefix):
-//! - `GET /logs?correlationId=&eventType=&source=&limit=` → the newest
-//!   `limit` matching events as contract envelopes, oldest first.
+//! - `GET /logs?correlationId=&eventType=&source=&limit=` (auth) → the
+//!   newest `limit` matching events the caller may see, as contract
+//!   envelopes, oldest first. Admins see all; others their own
+//!   (`data.userId`).
 
 mod logs;
 mod store;

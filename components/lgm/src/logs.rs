@@ -4,16 +4,13 @@
 //! empty value is no filter) and `limit` (1–1000, default 100). Answers the
 //! newest `limit` matches, oldest first, as contract envelopes.
 //!
-//! Visibility: a caller without role `admin` sees only the events whose
-//! `data.userId` is their own; a caller with it sees all. A request without
-//! a caller (no token) sees all, until the gateway requires one here.
+//! Auth required: no caller → 401 `unauthorized`. A caller without role
+//! `admin` sees only the events whose `data.userId` is their own; a caller
+//! with it sees all (events without `data.userId` are for admins only).
 
 use weft_sdk::db::{self, Value};
 use weft_sdk::events::Envelope;
 use weft_sdk::{http, Caller, Error, Request, Response};
-
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
 
 /// What to select, from the query string and the caller.
 #[derive(Debug, Default, PartialEq)]
@@ -27,8 +24,9 @@ struct Filter {
 }
 
 pub fn handle(request: &Request) -> Result<Response, Response> {
-    let filter = filter(&request.query, request.caller.as_ref())
-        .map_err(|message| http::validation_failed(&message))?;
+    let caller = http::require_caller(request)?;
+    let filter =
+        filter(&request.query, caller).map_err(|message| http::validation_failed(&message))?;
     let (sql, params) = select(&filter);
     let rows = db::query(&sql, &params)?;
     let mut envelopes = rows
@@ -53,26 +51,28 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
     Ok(http::json(200, &envelopes))
 }
 
-fn filter(query: &str, caller: Option<&Caller>) -> Result<Filter, String> {
+fn filter(query: &str, caller: &Caller) -> Result<Filter, String> {
     let params = http::query_params(query);
     let given = |name: &str| params.get(name).filter(|value| !value.is_empty()).cloned();
-    let limit = match given("limit") {
-        None => DEFAULT_LIMIT,
-        Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| format!("limit must be an integer from 1 to {MAX_LIMIT}"))?,
-    };
+    let limit = http::parse_limit(params.get("limit").map(String::as_str))?;
     Ok(Filter {
         correlation_id: given("correlationId"),
         event_type: given("eventType"),
         source: given("source"),
-        user_id: caller
-            .filter(|caller| !caller.has_role("admin"))
-            .map(|caller| caller.user_id.clone()),
+        user_id: visible_user(caller),
         limit,
     })
+}
+
+/// Whose events `caller` may see: `None` for everyone's (admins), else
+/// their own user id. A `user_id = ?` condition never matches events
+/// without `data.userId` (stored as NULL), so those are for admins only.
+fn visible_user(caller: &Caller) -> Option<String> {
+    if http::has_role(caller, "admin") {
+        None
+    } else {
+        Some(caller.user_id.clone())
+    }
 }
 
 /// The SQL and its parameters selecting `filter`'s events, newest first.
@@ -115,9 +115,13 @@ mod tests {
         }
     }
 
+    fn admin() -> Caller {
+        caller(&["user", "admin"])
+    }
+
     #[test]
     fn defaults_and_empty_values() {
-        let filter = filter("correlationId=&eventType=&source=&limit=", None).expect("valid");
+        let filter = filter("correlationId=&eventType=&source=&limit=", &admin()).expect("valid");
         assert_eq!(
             filter,
             Filter {
@@ -128,10 +132,26 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_is_required() {
+        let request = Request {
+            method: "GET".into(),
+            path: "/logs".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            body: Vec::new(),
+            caller: None,
+        };
+        let response = handle(&request).expect_err("refused");
+        assert_eq!(response.status, 401);
+        let body: serde_json::Value = serde_json::from_slice(&response.body).expect("JSON");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+
+    #[test]
     fn filters_and_limit() {
         let filter = filter(
             "correlationId=c%201&eventType=user.registered&source=iam&limit=1000&other=x",
-            None,
+            &admin(),
         )
         .expect("valid");
         assert_eq!(filter.correlation_id.as_deref(), Some("c 1"));
@@ -149,26 +169,31 @@ mod tests {
             "limit=ten",
             "limit=1.5",
         ] {
-            let message = filter(query, None).expect_err(query);
+            let message = filter(query, &admin()).expect_err(query);
             assert!(message.starts_with("limit"), "{message}");
         }
     }
 
     #[test]
     fn visibility() {
-        assert_eq!(filter("", None).expect("valid").user_id, None);
         assert_eq!(
-            filter("", Some(&caller(&["user"])))
+            filter("", &caller(&["user"]))
                 .expect("valid")
                 .user_id
                 .as_deref(),
             Some("u1")
         );
         assert_eq!(
-            filter("", Some(&caller(&["user", "admin"])))
+            filter("", &caller(&[])).expect("valid").user_id.as_deref(),
+            Some("u1")
+        );
+        assert_eq!(filter("", &admin()).expect("valid").user_id, None);
+        assert_eq!(
+            filter("", &caller(&["Admin"]))
                 .expect("valid")
-                .user_id,
-            None
+                .user_id
+                .as_deref(),
+            Some("u1")
         );
     }
 

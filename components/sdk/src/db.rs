@@ -20,6 +20,9 @@
 //! Everything one invocation does here is one transaction, committed when
 //! the invocation succeeds.
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 pub use crate::bindings::weft::service::storage::{Rows, Value};
 use crate::Error;
 
@@ -33,6 +36,13 @@ pub fn execute(sql: &str, params: &[Value]) -> Result<u64, Error> {
 /// Runs one statement that returns rows.
 pub fn query(sql: &str, params: &[Value]) -> Result<Rows, Error> {
     crate::bindings::weft::service::storage::query(sql, params)
+}
+
+/// `value` serialised as JSON text, for a JSON column.
+pub fn json_text(value: &impl Serialize) -> Result<Value, Error> {
+    serde_json::to_string(value)
+        .map(Value::Text)
+        .map_err(|err| Error::Invalid(format!("cannot serialise a JSON column: {err}")))
 }
 
 impl From<i64> for Value {
@@ -155,6 +165,14 @@ impl<'a> Row<'a> {
         }
     }
 
+    /// Column `name`, JSON text, parsed as `T`.
+    pub fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
+        let text = self.text(name)?;
+        serde_json::from_str(&text).map_err(|err| {
+            Error::Invalid(format!("column `{name}` is not the JSON expected: {err}"))
+        })
+    }
+
     /// Column `name` as an integer (not NULL).
     pub fn int(&self, name: &str) -> Result<i64, Error> {
         self.opt_int(name)?
@@ -223,6 +241,23 @@ mod tests {
             .collect::<Result<_, _>>()
             .expect("texts");
         assert_eq!(names, vec![None, Some("ada".to_string())]);
+    }
+
+    #[test]
+    fn json_columns() {
+        let rows = Rows {
+            columns: vec!["attributes".into(), "broken".into()],
+            rows: vec![vec![
+                json_text(&serde_json::json!({"a": 1})).expect("serialises"),
+                "{nope".into(),
+            ]],
+        };
+        let row = rows.first().expect("a row");
+        let attributes: serde_json::Value = row.json("attributes").expect("parses");
+        assert_eq!(attributes["a"], 1);
+        assert!(
+            matches!(row.json::<serde_json::Value>("broken"), Err(Error::Invalid(m)) if m.contains("broken"))
+        );
     }
 
     #[test]

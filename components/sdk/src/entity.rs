@@ -5,11 +5,27 @@
 //! Serialised in camelCase:
 //! `{"id", "owner": {"userId", "orgId"}, "attributes", "metadata",
 //! "context", "createdAt", "updatedAt", "deletedAt"}`.
+//!
+//! Stored as the columns [`BaseEntity::COLUMNS`]; a table that holds
+//! entities starts with them (attributes, metadata and context as JSON text):
+//!
+//! ```sql
+//! id TEXT NOT NULL UNIQUE,   -- or PRIMARY KEY
+//! owner_user_id TEXT NOT NULL,
+//! owner_org_id TEXT NOT NULL,
+//! attributes TEXT NOT NULL DEFAULT '{}',
+//! metadata TEXT NOT NULL DEFAULT '{}',
+//! context TEXT NOT NULL DEFAULT '[]',
+//! created_at TEXT NOT NULL,
+//! updated_at TEXT NOT NULL,
+//! deleted_at TEXT
+//! ```
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::{new_id, now_rfc3339};
+use crate::db::{self, Row};
+use crate::{new_id, now_rfc3339, Error};
 
 /// Who owns a record: a user within an organisation.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +61,42 @@ pub struct BaseEntity {
 }
 
 impl BaseEntity {
+    /// The entity's columns, in the order of [`BaseEntity::to_values`].
+    pub const COLUMNS: &'static str = "id, owner_user_id, owner_org_id, attributes, metadata, \
+                                       context, created_at, updated_at, deleted_at";
+
+    /// The values of [`BaseEntity::COLUMNS`], as SQL parameters `?1`…`?9`.
+    pub fn to_values(&self) -> Result<Vec<db::Value>, Error> {
+        Ok(vec![
+            db::Value::from(&self.id),
+            db::Value::from(&self.owner.user_id),
+            db::Value::from(&self.owner.org_id),
+            db::json_text(&self.attributes)?,
+            db::json_text(&self.metadata)?,
+            db::json_text(&self.context)?,
+            db::Value::from(&self.created_at),
+            db::Value::from(&self.updated_at),
+            db::Value::from(self.deleted_at.clone()),
+        ])
+    }
+
+    /// The entity stored in `row`'s [`BaseEntity::COLUMNS`].
+    pub fn from_row(row: &Row<'_>) -> Result<BaseEntity, Error> {
+        Ok(BaseEntity {
+            id: row.text("id")?,
+            owner: Owner {
+                user_id: row.text("owner_user_id")?,
+                org_id: row.text("owner_org_id")?,
+            },
+            attributes: row.json("attributes")?,
+            metadata: row.json("metadata")?,
+            context: row.json("context")?,
+            created_at: row.text("created_at")?,
+            updated_at: row.text("updated_at")?,
+            deleted_at: row.opt_text("deleted_at")?,
+        })
+    }
+
     /// A new live entity with a fresh id, owned by `owner`, created now.
     pub fn new(owner: Owner) -> BaseEntity {
         BaseEntity::with_id(new_id(), owner)
@@ -138,6 +190,26 @@ mod tests {
         assert!(entity.is_deleted());
         entity.soft_delete();
         assert_eq!(entity.deleted_at, first);
+    }
+
+    #[test]
+    fn round_trips_through_columns() {
+        let mut entity = BaseEntity::with_id("e1".into(), owner());
+        entity.set_attribute("color", "blue");
+        entity.add_context(json!({"event": "e9"}));
+        entity.soft_delete();
+        let columns: Vec<String> = BaseEntity::COLUMNS
+            .split(',')
+            .map(|column| column.trim().to_string())
+            .collect();
+        let values = entity.to_values().expect("values");
+        assert_eq!(columns.len(), values.len());
+        let rows = db::Rows {
+            columns,
+            rows: vec![values],
+        };
+        let back = BaseEntity::from_row(&rows.first().expect("a row")).expect("an entity");
+        assert_eq!(back, entity);
     }
 
     #[test]

@@ -10,9 +10,14 @@ use std::fmt::Display;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{log, Error, Request, Response};
+use crate::{log, Caller, Error, Request, Response};
 
 const JSON: &str = "application/json";
+
+/// A list endpoint's `limit` when the query gives none.
+pub const DEFAULT_LIMIT: i64 = 100;
+/// The largest `limit` a list endpoint accepts.
+pub const MAX_LIMIT: i64 = 1000;
 
 /// A response with `body` serialised as JSON.
 pub fn json(status: u16, body: &impl Serialize) -> Response {
@@ -51,6 +56,34 @@ pub fn validation_failed(message: &str) -> Response {
 /// 404 `not_found` for a path the component does not serve.
 pub fn not_found() -> Response {
     error(404, "not_found", "no such resource")
+}
+
+/// 404 `not_found` with a message naming what is missing.
+pub fn not_found_because(message: &str) -> Response {
+    error(404, "not_found", message)
+}
+
+/// 401 `unauthorized` with `message`.
+pub fn unauthorized(message: &str) -> Response {
+    error(401, "unauthorized", message)
+}
+
+/// 409 `conflict` with `message`.
+pub fn conflict(message: &str) -> Response {
+    error(409, "conflict", message)
+}
+
+/// The verified caller of `request`, or 401 `unauthorized` when the request
+/// carried no bearer token (the gateway has already rejected bad ones).
+pub fn require_caller(request: &Request) -> Result<&Caller, Response> {
+    request.caller.as_ref().ok_or_else(|| {
+        unauthorized("this route needs a bearer token (Authorization: Bearer <token>)")
+    })
+}
+
+/// Whether `caller` holds `role` (such as `admin`).
+pub fn has_role(caller: &Caller, role: &str) -> bool {
+    caller.has_role(role)
 }
 
 /// 405 `method_not_allowed`, with an `allow` header listing `allowed`.
@@ -93,6 +126,19 @@ impl From<Error> for Response {
             }
             Error::Invalid(_) | Error::Remote(_) | Error::LimitExceeded(_) => internal(err),
         }
+    }
+}
+
+/// A failed host call after the invocation has written something: always a
+/// 5xx (`From<Error>`'s when it is one, else 500 `internal`), so that the
+/// host rolls the writes back instead of committing half of them (a 4xx
+/// commits).
+pub fn rollback(err: Error) -> Response {
+    let response = Response::from(err.clone());
+    if response.status >= 500 {
+        response
+    } else {
+        internal(format!("after writing: {err}"))
     }
 }
 
@@ -169,6 +215,26 @@ pub fn percent_decode(text: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A list endpoint's `limit` from its query parameters: absent or empty is
+/// [`DEFAULT_LIMIT`]; otherwise an integer from 1 to [`MAX_LIMIT`], else 400
+/// `validation_failed`.
+pub fn limit(params: &BTreeMap<String, String>) -> Result<i64, Response> {
+    parse_limit(params.get("limit").map(String::as_str))
+        .map_err(|message| validation_failed(&message))
+}
+
+/// [`limit`]'s rule on the raw value, with the message on failure.
+pub fn parse_limit(value: Option<&str>) -> Result<i64, String> {
+    match value.filter(|text| !text.is_empty()) {
+        None => Ok(DEFAULT_LIMIT),
+        Some(text) => text
+            .parse::<i64>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or_else(|| format!("limit must be an integer from 1 to {MAX_LIMIT}")),
+    }
 }
 
 /// The non-empty segments of a path: `/accounts/42/` → `["accounts", "42"]`,
@@ -260,6 +326,15 @@ mod tests {
     }
 
     #[test]
+    fn rollback_is_always_a_server_error() {
+        assert_eq!(rollback(Error::Conflict("dup".into())).status, 500);
+        assert_eq!(rollback(Error::Denied("no".into())).status, 500);
+        assert_eq!(rollback(Error::NotFound("gone".into())).status, 500);
+        assert_eq!(rollback(Error::Unavailable("busy".into())).status, 503);
+        assert_eq!(rollback(Error::Invalid("bad".into())).status, 500);
+    }
+
+    #[test]
     fn parse_json_accepts_a_fitting_body() {
         let sample: Sample = parse_json(&request(r#"{"name":"ada","age":36}"#)).expect("parses");
         assert_eq!(sample.name, "ada");
@@ -308,6 +383,58 @@ mod tests {
     #[test]
     fn percent_decode_is_lossy_on_bad_utf8() {
         assert_eq!(percent_decode("%FF"), "\u{FFFD}");
+    }
+
+    #[test]
+    fn callers_are_required() {
+        let mut anonymous = request("{}");
+        let response = require_caller(&anonymous).expect_err("no caller");
+        assert_eq!(response.status, 401);
+        assert_eq!(body(&response)["error"]["code"], "unauthorized");
+
+        anonymous.caller = Some(Caller {
+            user_id: "u1".into(),
+            org_id: "o1".into(),
+            roles: vec!["user".into()],
+        });
+        let caller = require_caller(&anonymous).expect("a caller");
+        assert_eq!(caller.user_id, "u1");
+        assert!(has_role(caller, "user"));
+        assert!(!has_role(caller, "admin"));
+    }
+
+    #[test]
+    fn small_error_helpers() {
+        let response = conflict("taken");
+        assert_eq!(response.status, 409);
+        assert_eq!(body(&response)["error"]["code"], "conflict");
+        let response = not_found_because("no such account");
+        assert_eq!(response.status, 404);
+        assert_eq!(body(&response)["error"]["message"], "no such account");
+    }
+
+    #[test]
+    fn limits() {
+        assert_eq!(parse_limit(None), Ok(100));
+        assert_eq!(parse_limit(Some("")), Ok(100));
+        assert_eq!(parse_limit(Some("1")), Ok(1));
+        assert_eq!(parse_limit(Some("1000")), Ok(1000));
+        for bad in [
+            "0",
+            "1001",
+            "-1",
+            "ten",
+            "1.5",
+            " 5",
+            "99999999999999999999",
+        ] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad:?}");
+        }
+        let params = query_params("limit=abc");
+        let response = limit(&params).expect_err("bad");
+        assert_eq!(response.status, 400);
+        assert_eq!(body(&response)["error"]["code"], "validation_failed");
+        assert_eq!(limit(&query_params("limit=7")).expect("ok"), 7);
     }
 
     #[test]

@@ -4,12 +4,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The current time in UTC, to the second: `2026-11-25T10:00:00Z`.
 pub fn now_rfc3339() -> String {
-    let secs = match SystemTime::now().duration_since(UNIX_EPOCH) {
+    format_rfc3339(now_unix())
+}
+
+/// The current time as whole seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(elapsed) => i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX),
         // A clock before 1970 is wrong; say so in the timestamp's own terms.
         Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    format_rfc3339(secs)
+    }
 }
 
 /// Formats seconds since the Unix epoch as an RFC 3339 UTC timestamp.

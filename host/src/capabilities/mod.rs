@@ -2,9 +2,11 @@
 //! interface's generated `Host` trait on [`HostState`]. This is the one place
 //! where they are added to the linker.
 
+pub mod auth;
 pub mod config;
 pub mod logging;
 pub mod messaging;
+pub mod realtime;
 pub mod storage;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -21,6 +23,8 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     service::storage::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     service::logging::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     service::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    service::auth::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    service::realtime::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
