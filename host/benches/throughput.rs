@@ -46,6 +46,95 @@ subscribe = ["user.*"]
     )
 }
 
+/// The registration flow end to end: IAM (Argon2id m=19 MiB, t=2, p=1) →
+/// `user.registered` → BPM default account → `account.created` → NSM
+/// notifications and LGM audit. Returns (registrations/s, login ms for a
+/// wrong password, login ms for an unknown user).
+async fn bench_registration(dir: &Path, n: usize, clients: usize) -> (f64, f64, f64) {
+    let toml = format!(
+        r#"
+version = 1
+[http]
+addr = "127.0.0.1:0"
+[data]
+dir = "{}"
+[components.iam]
+wasm = "{}"
+[components.iam.grants]
+issue_tokens = true
+[components.bpm]
+wasm = "{}"
+subscribe = ["user.registered"]
+[components.nsm]
+wasm = "{}"
+subscribe = ["user.registered", "account.created"]
+[components.lgm]
+wasm = "{}"
+subscribe = ["*"]
+"#,
+        dir.display(),
+        wasm("iam").display(),
+        wasm("bpm").display(),
+        wasm("nsm").display(),
+        wasm("lgm").display(),
+    );
+    let host = Host::start(Config::parse(&toml, dir).unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://{}", host.http_addr().unwrap());
+    let client = reqwest::Client::new();
+    let nsm = host.shared().components["nsm"].clone();
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, base, next) = (client.clone(), base.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= n {
+                    break;
+                }
+                let r = client
+                    .post(format!("{base}/iam/register"))
+                    .json(&serde_json::json!({"username": format!("user{i}"), "email": format!("user{i}@example.com"), "password": "correct horse battery"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Done when NSM has handled both events of every registration.
+    while nsm.stats.handled.load(Ordering::Relaxed) < 2 * n as u64 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let rate = n as f64 / start.elapsed().as_secs_f64();
+    let login = |user: &'static str| {
+        let (client, base) = (client.clone(), base.clone());
+        async move {
+            let t = Instant::now();
+            for _ in 0..20 {
+                let r = client
+                    .post(format!("{base}/iam/login"))
+                    .json(&serde_json::json!({"username": user, "password": "wrong password!"}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 401);
+            }
+            t.elapsed().as_secs_f64() * 1e3 / 20.0
+        }
+    };
+    let wrong = login("user0").await;
+    let unknown = login("nobody").await;
+    host.shutdown().await;
+    (rate, wrong, unknown)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -181,7 +270,7 @@ fn bench_binary(dir: &Path) -> (f64, f64) {
 }
 
 fn main() {
-    for name in ["faulty", "iam", "lgm"] {
+    for name in ["faulty", "iam", "lgm", "bpm", "nsm"] {
         assert!(wasm(name).exists(), "run `just build-components` first");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -203,6 +292,8 @@ fn main() {
         bench_http(addr, "/faulty/ok", 32, 1).await; // warm up
         let (rps, p50, p99) = bench_http(addr, "/faulty/ok", 32, 5).await;
         host.shutdown().await;
+        let (regs, wrong_ms, unknown_ms) =
+            bench_registration(&dir.path().join("registration"), 200, 8).await;
         println!();
         println!("| measure | result |");
         println!("|---|---|");
@@ -211,5 +302,7 @@ fn main() {
         println!("| HTTP GET /faulty/ok, 32 connections, fresh instance each | {rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
         println!("| `weft` start, cached components (3) → listening | {start_ms:.0} ms |");
         println!("| `weft` idle RSS, 3 components loaded | {rss:.1} MiB |");
+        println!("| registrations/s end to end (8 clients; IAM Argon2id m=19 MiB t=2 p=1 → BPM account → NSM ×2 → LGM) | {regs:.1} |");
+        println!("| login 401: wrong password vs unknown user | {wrong_ms:.1} ms vs {unknown_ms:.1} ms |");
     });
 }

@@ -632,3 +632,77 @@ async fn a_failing_handler_is_retried_then_kept_as_a_dead_letter() {
     assert_eq!(h["failed"], 3, "delivered again after the dead letter: {h}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_user_registered_opens_no_second_account() {
+    let t = TestHost::start().await;
+    let (id, token) = t.user("erin").await;
+    default_account(&t, &token).await;
+    let shared = t.host.as_ref().unwrap().shared().clone();
+    let again = |event_id: &str| {
+        std::sync::Arc::new(weft_host::bus::Event {
+            id: event_id.into(),
+            event_type: "user.registered".into(),
+            source: "iam".into(),
+            data: json!({"userId": id, "username": "erin", "email": "erin@example.com", "orgId": "o"}),
+            timestamp: "2026-11-25T10:00:00Z".into(),
+            correlation_id: "again".into(),
+            causation_id: None,
+        })
+    };
+    // The same event id twice, and a new id for the same user.
+    let bpm = shared.components["bpm"].clone();
+    let handled = || bpm.stats.handled.load(std::sync::atomic::Ordering::Relaxed);
+    let before = handled();
+    shared
+        .bus
+        .publish(vec![again("dup-1"), again("dup-1"), again("dup-2")])
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), || async {
+        (handled() >= before + 3).then_some(())
+    })
+    .await
+    .expect("bpm did not handle the repeated events");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(accounts(&t, &token).await.len(), 1);
+    let admin = t.admin().await;
+    let (_, logs) = t
+        .get(
+            "/lgm/logs?correlationId=again&eventType=account.created",
+            &admin,
+        )
+        .await;
+    assert_eq!(logs.as_array().unwrap().len(), 0, "{logs}");
+    t.stop().await;
+}
+
+#[test]
+fn weft_keys_rotate_adds_a_signing_key_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("runtime.toml");
+    std::fs::write(&toml, "version = 1\n[data]\ndir = \"data\"\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(args)
+            .arg("--config")
+            .arg(&toml)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let listed = run(&["keys", "list"]);
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(listed.contains("signs and verifies"));
+    let old_kid = listed.split_whitespace().next().unwrap().to_owned();
+    let rotated = run(&["keys", "rotate"]);
+    let lines: Vec<&str> = rotated.lines().collect();
+    assert_eq!(lines.len(), 3, "{rotated}");
+    assert!(lines[1].contains("signs and verifies") && !lines[1].starts_with(&old_kid));
+    assert!(lines[2].starts_with(&old_kid) && lines[2].ends_with(" verifies"));
+}
