@@ -22,6 +22,7 @@ fn wasm(name: &str) -> PathBuf {
 }
 
 fn config(dir: &Path, extra: &str) -> String {
+    let faulty = wasm("faulty").display().to_string();
     format!(
         r#"
 version = 1
@@ -38,6 +39,12 @@ wasm = "{}"
 [components.lgm]
 wasm = "{}"
 subscribe = ["user.*"]
+[components.relay]
+wasm = "{faulty}"
+serve = ["faulty.relay"]
+[components.echo]
+wasm = "{faulty}"
+serve = ["faulty.echo"]
 "#,
         dir.display(),
         wasm("faulty").display(),
@@ -218,6 +225,50 @@ async fn bench_http(
     (rate, percentile(&all, 0.5), percentile(&all, 0.99))
 }
 
+/// Request-reply through two components: the bench asks `faulty.relay`
+/// (component `relay`), which asks `faulty.echo` (component `echo`) and
+/// returns its answer. `in_flight` requesters for `secs` seconds.
+async fn bench_request_reply(
+    host: &Host,
+    in_flight: usize,
+    secs: u64,
+) -> (f64, Duration, Duration) {
+    let bus = host.shared().bus.clone();
+    let stop_at = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..in_flight {
+        let bus = bus.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < stop_at {
+                let t = Instant::now();
+                let reply = bus
+                    .request(
+                        "faulty.relay",
+                        "{}".into(),
+                        "bench".into(),
+                        Duration::from_secs(5),
+                    )
+                    .await
+                    .unwrap();
+                assert!(reply.contains("faulty.echo"), "{reply}");
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    (
+        all.len() as f64 / secs as f64,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
+}
+
 async fn bench_instantiate(host: &Host, n: u32) -> Duration {
     let faulty = host.shared().components["faulty"].clone();
     let start = Instant::now();
@@ -291,6 +342,8 @@ fn main() {
         let events = bench_events(&host, 100_000).await;
         bench_http(addr, "/faulty/ok", 32, 1).await; // warm up
         let (rps, p50, p99) = bench_http(addr, "/faulty/ok", 32, 5).await;
+        bench_request_reply(&host, 16, 1).await; // warm up
+        let (rr, rr50, rr99) = bench_request_reply(&host, 16, 5).await;
         host.shutdown().await;
         let (regs, wrong_ms, unknown_ms) =
             bench_registration(&dir.path().join("registration"), 200, 8).await;
@@ -300,8 +353,9 @@ fn main() {
         println!("| instantiate + call a trivial export | {:.1} µs |", inst.as_secs_f64() * 1e6);
         println!("| events/s, local bus → wasm handler writing 1 row (savepoint each, group commit) | {events:.0} |");
         println!("| HTTP GET /faulty/ok, 32 connections, fresh instance each | {rps:.0} req/s, p50 {:.2} ms, p99 {:.2} ms |", p50.as_secs_f64() * 1e3, p99.as_secs_f64() * 1e3);
-        println!("| `weft` start, cached components (3) → listening | {start_ms:.0} ms |");
-        println!("| `weft` idle RSS, 3 components loaded | {rss:.1} MiB |");
+        println!("| request-reply through two components (relay → echo), 16 in flight | {rr:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |", rr50.as_secs_f64() * 1e3, rr99.as_secs_f64() * 1e3);
+        println!("| `weft` start, cached components (5) → listening | {start_ms:.0} ms |");
+        println!("| `weft` idle RSS, 5 components loaded | {rss:.1} MiB |");
         println!("| registrations/s end to end (8 clients; IAM Argon2id m=19 MiB t=2 p=1 → BPM account → NSM ×2 → LGM) | {regs:.1} |");
         println!("| login 401: wrong password vs unknown user | {wrong_ms:.1} ms vs {unknown_ms:.1} ms |");
     });

@@ -58,6 +58,7 @@ enum Call {
     Http(HttpRequest),
     Event(GuestEvent),
     Message { subject: String, payload: String },
+    Timer(String),
     Migrations,
 }
 
@@ -279,6 +280,16 @@ impl LoadedComponent {
         }
     }
 
+    /// Runs one tick of timer `name` on the next replica in turn.
+    pub async fn handle_timer(&self, name: &str) -> Result<(), InvokeError> {
+        let origin = self.origin(uuid::Uuid::new_v4().to_string());
+        let (_, effects) = self
+            .invoke(origin, Call::Timer(name.to_owned()), false)
+            .await?;
+        self.dispatch(effects).await;
+        Ok(())
+    }
+
     fn new_store(&self, origin: Origin, deadline: Instant, in_batch: bool) -> Store<HostState> {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
@@ -359,6 +370,10 @@ impl LoadedComponent {
                     .call_on_message(&mut store, &subject, &payload)
                     .await?
                     .map(Answer::Message),
+                Call::Timer(name) => handler
+                    .call_on_timer(&mut store, &name)
+                    .await?
+                    .map(|()| Answer::Done),
                 Call::Migrations => Ok(Answer::Migrations(
                     handler.call_migrations(&mut store).await?,
                 )),

@@ -329,6 +329,10 @@ pub struct ComponentConfig {
     /// Capabilities granted beyond the defaults.
     #[serde(default)]
     pub grants: Grants,
+    /// Timers: name → interval in milliseconds. The host calls the
+    /// component's `on-timer(name)` at that interval.
+    #[serde(default)]
+    pub timers: BTreeMap<String, u64>,
     /// A path below the route prefix (e.g. `/ws`) where the gateway accepts
     /// WebSocket clients with a valid token; they receive this component's
     /// `realtime.push` messages for their user.
@@ -481,6 +485,13 @@ impl Config {
             }
         }
         for (name, c) in &self.components {
+            for (timer, ms) in &c.timers {
+                if *ms < 10 {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}.timers.{timer} = {ms}: at least 10 ms"
+                    )));
+                }
+            }
             if let Some(ws) = &c.websocket {
                 if !ws.starts_with('/') || ws == "/health" || c.route_prefix(name).is_none() {
                     return Err(ConfigError::Invalid(format!(

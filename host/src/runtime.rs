@@ -93,6 +93,8 @@ pub struct Host {
     shared: Arc<Shared>,
     http_addr: Option<SocketAddr>,
     stop_http: watch::Sender<bool>,
+    stop_timers: watch::Sender<bool>,
+    timer_tasks: JoinSet<()>,
     http_task: Option<tokio::task::JoinHandle<()>>,
     workers: JoinSet<()>,
     queues: Vec<EventReceiver>,
@@ -127,6 +129,7 @@ impl Host {
         let mut components = BTreeMap::new();
         let mut routes = HashMap::new();
         let mut websockets = HashMap::new();
+        let mut timers = Vec::new();
         let mut subscriptions = Vec::new();
         for (name, cc) in &config.components {
             let t = Instant::now();
@@ -202,6 +205,9 @@ impl Host {
                     })?)
                 };
             subscriptions.push((component.clone(), events, requests));
+            for (timer, ms) in &cc.timers {
+                timers.push((component.clone(), timer.clone(), Duration::from_millis(*ms)));
+            }
             if let Some(route) = cc.route_prefix(name) {
                 routes.insert(route.to_owned(), component.clone());
                 if let Some(ws) = &cc.websocket {
@@ -239,6 +245,18 @@ impl Host {
             }
         }
 
+        let (stop_timers, stop_timers_rx) = watch::channel(false);
+        let mut timer_tasks = JoinSet::new();
+        for (component, timer, every) in timers {
+            timer_tasks.spawn(timer_loop(
+                shared.clone(),
+                component,
+                timer,
+                every,
+                stop_timers_rx.clone(),
+            ));
+        }
+
         let (stop_http, stop_rx) = watch::channel(false);
         let (http_addr, http_task) = if config.http.enabled {
             let listener = tokio::net::TcpListener::bind(config.http.addr)
@@ -271,6 +289,8 @@ impl Host {
             http_addr,
             stop_http,
             http_task,
+            stop_timers,
+            timer_tasks,
             workers,
             queues,
             request_queues,
@@ -297,6 +317,8 @@ impl Host {
         if let Some(task) = self.http_task.take() {
             let _ = task.await;
         }
+        let _ = self.stop_timers.send(true);
+        while self.timer_tasks.join_next().await.is_some() {}
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, self.wait_idle()).await;
         if drained.is_err() {
             let left: usize = self.queues.iter().map(|q| q.len()).sum();
@@ -333,6 +355,32 @@ impl Host {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+/// Calls `on-timer(name)` every `every` until `stop` turns true. Ticks
+/// never overlap: a slow tick delays the next.
+async fn timer_loop(
+    shared: Arc<Shared>,
+    component: Arc<LoadedComponent>,
+    name: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        // Failures are counted and logged inside; the next tick comes anyway.
+        let _ = component.handle_timer(&name).await;
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

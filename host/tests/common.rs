@@ -21,6 +21,61 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
+/// The buildings / workflows / alarms system plus iam (for tokens) and lgm,
+/// with `extra` TOML appended (more components, or workflows replaced).
+pub fn buildings_config(data_dir: &Path, with_workflows: bool, extra: &str) -> String {
+    let workflows = if with_workflows {
+        format!(
+            "[components.workflows]\nwasm = \"{}\"\nserve = [\"workflows.create\"]\nreplicas = 3\n",
+            wasm("workflows").display()
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+version = 1
+[http]
+addr = "127.0.0.1:0"
+[data]
+dir = "{data}"
+[retry]
+backoff_ms = 50
+[components.iam]
+wasm = "{iam}"
+[components.iam.grants]
+issue_tokens = true
+[components.iam.config]
+admins = ["alice"]
+[components.lgm]
+wasm = "{lgm}"
+subscribe = ["*"]
+[components.buildings]
+wasm = "{buildings}"
+[components.buildings.config]
+workflow_timeout_ms = 300
+[components.alarms-generator]
+wasm = "{alarmgen}"
+route = ""
+subscribe = ["building.created"]
+[components.alarms-generator.timers]
+generate = 100
+[components.alarms]
+wasm = "{alarms}"
+subscribe = ["alarm.created"]
+replicas = 2
+{workflows}
+{extra}
+"#,
+        data = data_dir.display(),
+        iam = wasm("iam").display(),
+        lgm = wasm("lgm").display(),
+        buildings = wasm("buildings").display(),
+        alarmgen = wasm("alarmgen").display(),
+        alarms = wasm("alarms").display(),
+    )
+}
+
 /// A runtime.toml for tests: iam, lgm and the faulty test component.
 pub fn test_config(data_dir: &Path) -> String {
     format!(
@@ -55,10 +110,12 @@ subscribe = ["*"]
 [components.faulty]
 wasm = "{faulty}"
 subscribe = ["faulty.noted", "faulty.poison"]
-serve = ["faulty.echo"]
+serve = ["faulty.echo", "faulty.relay"]
 replicas = 2
 [components.faulty.limits]
 timeout_ms = 300
+[components.faulty.timers]
+tick = 50
 [components.faulty.config]
 greeting = "hello"
 "#,
@@ -86,7 +143,13 @@ impl TestHost {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> TestHost {
-        let config = Config::parse(&test_config(dir.path()), dir.path()).unwrap();
+        let toml = test_config(dir.path());
+        Self::start_toml(dir, &toml).await
+    }
+
+    /// Starts a host from `toml` (a whole runtime.toml) in `dir`.
+    pub async fn start_toml(dir: tempfile::TempDir, toml: &str) -> TestHost {
+        let config = Config::parse(toml, dir.path()).unwrap();
         let host = Host::start(config).await.unwrap();
         let base = format!("http://{}", host.http_addr().unwrap());
         TestHost {

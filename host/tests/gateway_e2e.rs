@@ -371,3 +371,119 @@ async fn data_survives_a_graceful_restart() {
     assert_eq!(r.status(), 409);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_tick_on_the_replicas() {
+    let t = TestHost::start().await;
+    let ticks = eventually(Duration::from_secs(5), || async {
+        let notes: Vec<Value> = t
+            .client
+            .get(t.url("/faulty/notes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let ticks: Vec<String> = notes
+            .iter()
+            .filter_map(|n| n["body"].as_str())
+            .filter(|b| b.starts_with("timer:tick:"))
+            .map(str::to_owned)
+            .collect();
+        (ticks.len() >= 4).then_some(ticks)
+    })
+    .await
+    .expect("the 50 ms timer did not tick 4 times in 5 s");
+    // Two replicas take turns.
+    assert!(
+        ticks.iter().any(|b| b.ends_with("faulty-1"))
+            && ticks.iter().any(|b| b.ends_with("faulty-2")),
+        "{ticks:?}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_that_keeps_failing_is_degraded_until_it_recovers() {
+    let t = TestHost::start().await;
+    for _ in 0..weft_host::component::DEGRADED_AFTER {
+        let r = t.client.get(t.url("/faulty/trap")).send().await.unwrap();
+        assert_eq!(r.status(), 500);
+    }
+    let h: Value = t
+        .client
+        .get(t.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["components"]["faulty"]["status"], "degraded", "{h}");
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["components"]["iam"]["status"], "ok");
+    let r = t.client.get(t.url("/faulty/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h: Value = t
+        .client
+        .get(t.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(h["components"]["faulty"]["status"], "ok", "{h}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_reply_reaches_one_replica_and_relays_through_a_component() {
+    let t = TestHost::start().await;
+    let bus = t.host.as_ref().unwrap().shared().bus.clone();
+    let mut instances = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        let reply = bus
+            .request(
+                "faulty.echo",
+                format!("{{\"n\":{i}}}"),
+                "rr".into(),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["subject"], "faulty.echo");
+        assert_eq!(reply["payload"], format!("{{\"n\":{i}}}"));
+        instances.insert(reply["instance"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(instances.len(), 2, "{instances:?}");
+    // faulty.relay asks faulty.echo from inside a component.
+    let relayed: Value = serde_json::from_str(
+        &bus.request(
+            "faulty.relay",
+            "{}".into(),
+            "rr".into(),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(relayed["subject"], "faulty.echo", "{relayed}");
+    // Nobody serves it: a typed error, at once.
+    let none = bus
+        .request(
+            "nobody.home",
+            "{}".into(),
+            "rr".into(),
+            Duration::from_millis(200),
+        )
+        .await;
+    assert_eq!(
+        none,
+        Err(weft_host::bus::BusError::NoResponder("nobody.home".into()))
+    );
+    t.stop().await;
+}

@@ -54,6 +54,11 @@ impl Guest for Bpm {
             "bpm serves no subject `{subject}`"
         )))
     }
+
+    /// BPM has no timers.
+    fn on_timer(name: String) -> Result<(), Error> {
+        Err(Error::NotFound(format!("bpm has no timer `{name}`")))
+    }
 }
 
 /// Where a request goes.

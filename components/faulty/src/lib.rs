@@ -19,12 +19,21 @@
 //! Events: `faulty.poison` → `invalid` error; `faulty.trap` → traps; any
 //! other → stores a note whose body is the event type.
 //!
-//! Messages: answers `{"subject", "payload", "instance"}` as JSON text.
+//! Messages: with config `stall` = `"true"`, spins forever (for request
+//! timeouts); subject `faulty.relay` → requests `faulty.echo` with the same
+//! payload (1000 ms) and answers its reply (an error fails the message);
+//! any other subject → answers `{"subject", "payload", "instance"}` as JSON
+//! text.
+//!
+//! Timers: any timer `name` → stores a note `timer:<name>:<instance id>`.
 
 use serde::Serialize;
 use serde_json::{json, Map, Value as Json};
 use weft_sdk::db::{self, Value};
-use weft_sdk::{config, events, http, Error, Event, Guest, Request, Response};
+use weft_sdk::{config, events, http, messaging, Error, Event, Guest, Request, Response};
+
+/// How long `faulty.relay` waits for `faulty.echo`.
+const RELAY_TIMEOUT_MS: u32 = 1000;
 
 struct Faulty;
 
@@ -46,12 +55,22 @@ impl Guest for Faulty {
     }
 
     fn on_message(subject: String, payload: String) -> Result<String, Error> {
+        if config::get("stall").as_deref() == Some("true") {
+            spin();
+        }
+        if subject == "faulty.relay" {
+            return messaging::request("faulty.echo", &payload, RELAY_TIMEOUT_MS);
+        }
         let reply = json!({
             "subject": subject,
             "payload": payload,
             "instance": config::instance_id(),
         });
         Ok(reply.to_string())
+    }
+
+    fn on_timer(name: String) -> Result<(), Error> {
+        insert(&format!("timer:{name}:{}", config::instance_id())).map(|_| ())
     }
 }
 

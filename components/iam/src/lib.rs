@@ -53,6 +53,11 @@ impl Guest for Iam {
             "iam serves no subject `{subject}`"
         )))
     }
+
+    /// IAM has no timers.
+    fn on_timer(name: String) -> Result<(), Error> {
+        Err(Error::NotFound(format!("iam has no timer `{name}`")))
+    }
 }
 
 /// Where a request goes.

@@ -36,6 +36,11 @@ impl Guest for Lgm {
             "lgm serves no subject `{subject}`"
         )))
     }
+
+    /// LGM has no timers.
+    fn on_timer(name: String) -> Result<(), Error> {
+        Err(Error::NotFound(format!("lgm has no timer `{name}`")))
+    }
 }
 
 fn route(request: &Request) -> Result<Response, Response> {

@@ -44,6 +44,11 @@ impl Guest for Nsm {
             "nsm serves no subject `{subject}`"
         )))
     }
+
+    /// NSM has no timers.
+    fn on_timer(name: String) -> Result<(), Error> {
+        Err(Error::NotFound(format!("nsm has no timer `{name}`")))
+    }
 }
 
 /// Where a request goes.

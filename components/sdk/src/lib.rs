@@ -7,10 +7,12 @@
 //! - [`http`]: JSON responses, the contract's error body, request parsing.
 //! - [`db`]: typed SQL parameters and columns over the `storage` interface.
 //! - [`events`]: publishing events and reading their data.
+//! - [`messaging`]: request-reply to a subject another component serves.
 //! - [`entity`]: the base entity shared by the services' records.
 //! - [`auth`]: issuing access tokens and the public keys that verify them.
 //! - [`realtime`]: live pushes to a user's WebSockets.
 //! - [`idempotency`]: `Idempotency-Key` replay for POST routes.
+//! - [`random`]: random bytes, and picking with them.
 //! - [`log`], [`config`], [`now_rfc3339`], [`now_unix`], [`new_id`].
 //!
 //! A component implements [`Guest`] and exports it:
@@ -41,6 +43,10 @@
 //!     fn on_message(_subject: String, _payload: String) -> Result<String, Error> {
 //!         Err(Error::NotFound("no subjects served".into()))
 //!     }
+//!
+//!     fn on_timer(name: String) -> Result<(), Error> {
+//!         Err(Error::NotFound(format!("no timer `{name}`")))
+//!     }
 //! }
 //!
 //! weft_sdk::export!(Hello);
@@ -57,6 +63,8 @@ pub mod events;
 pub mod http;
 pub mod idempotency;
 pub mod log;
+pub mod messaging;
+pub mod random;
 pub mod realtime;
 mod time;
 
