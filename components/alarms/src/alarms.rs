@@ -196,24 +196,17 @@ fn filter(query: &str, caller: &Caller) -> Result<Filter, String> {
 /// `org_id = ?` condition never matches alarms without an org (NULL), so
 /// those are for admins only.
 fn select(filter: &Filter) -> (String, Vec<Value>) {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    if let Some(severity) = filter.severity {
-        params.push(Value::from(severity.as_str()));
-        conditions.push(format!("severity = ?{}", params.len()));
-    }
-    if let Some(org_id) = &filter.org_id {
-        params.push(Value::from(org_id));
-        conditions.push(format!("org_id = ?{}", params.len()));
-    }
-    let mut sql = format!("SELECT {COLUMNS} FROM alarms");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    params.push(Value::from(filter.limit));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
-    (sql, params)
+    db::newest_first(
+        &format!("SELECT {COLUMNS} FROM alarms"),
+        vec![
+            (
+                "severity = ?",
+                filter.severity.map(|s| Value::from(s.as_str())),
+            ),
+            ("org_id = ?", filter.org_id.as_ref().map(Value::from)),
+        ],
+        filter.limit,
+    )
 }
 
 /// `GET /?severity=&limit=` → the caller's visible alarms, newest first.

@@ -77,30 +77,22 @@ fn visible_user(caller: &Caller) -> Option<String> {
 
 /// The SQL and its parameters selecting `filter`'s events, newest first.
 fn select(filter: &Filter) -> (String, Vec<Value>) {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    let columns = [
-        ("correlation_id", &filter.correlation_id),
-        ("event_type", &filter.event_type),
-        ("source", &filter.source),
-        ("user_id", &filter.user_id),
-    ];
-    for (column, value) in columns {
-        if let Some(value) = value {
-            params.push(Value::from(value));
-            conditions.push(format!("{column} = ?{}", params.len()));
-        }
-    }
-    let mut sql = String::from(
+    db::newest_first(
         "SELECT id, event_type, source, data, timestamp, correlation_id, causation_id FROM events",
-    );
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    params.push(Value::from(filter.limit));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
-    (sql, params)
+        vec![
+            (
+                "correlation_id = ?",
+                filter.correlation_id.as_ref().map(Value::from),
+            ),
+            (
+                "event_type = ?",
+                filter.event_type.as_ref().map(Value::from),
+            ),
+            ("source = ?", filter.source.as_ref().map(Value::from)),
+            ("user_id = ?", filter.user_id.as_ref().map(Value::from)),
+        ],
+        filter.limit,
+    )
 }
 
 #[cfg(test)]

@@ -45,6 +45,33 @@ pub fn json_text(value: &impl Serialize) -> Result<Value, Error> {
         .map_err(|err| Error::Invalid(format!("cannot serialise a JSON column: {err}")))
 }
 
+/// `{select} [WHERE c1 AND c2 …] ORDER BY seq DESC LIMIT ?n` and its
+/// parameters: the newest `limit` rows that meet every condition. A
+/// condition is SQL with one `?` and the value for it; those whose value is
+/// `None` are left out. The table needs an ascending `seq` column.
+pub fn newest_first(
+    select: &str,
+    conditions: Vec<(&str, Option<Value>)>,
+    limit: i64,
+) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut params = Vec::new();
+    for (clause, value) in conditions {
+        if let Some(value) = value {
+            params.push(value);
+            clauses.push(clause.replacen('?', &format!("?{}", params.len()), 1));
+        }
+    }
+    let mut sql = select.to_owned();
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    params.push(Value::from(limit));
+    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
+    (sql, params)
+}
+
 impl From<i64> for Value {
     fn from(value: i64) -> Value {
         Value::Integer(value)

@@ -170,24 +170,20 @@ fn filter(query: &str, caller: &Caller) -> Result<Filter, String> {
 
 /// The SQL and parameters selecting `filter`'s workflows, newest first.
 fn select(filter: &Filter) -> (String, Vec<Value>) {
-    let mut conditions = Vec::new();
-    let mut params = Vec::new();
-    if let Some(building_id) = &filter.building_id {
-        params.push(Value::from(building_id));
-        conditions.push(format!("building_id = ?{}", params.len()));
-    }
-    if let Some(org_id) = &filter.org_id {
-        params.push(Value::from(org_id));
-        conditions.push(format!("(org_id IS NULL OR org_id = ?{})", params.len()));
-    }
-    let mut sql = format!("SELECT {COLUMNS} FROM workflows");
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
-    }
-    params.push(Value::from(filter.limit));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
-    (sql, params)
+    db::newest_first(
+        &format!("SELECT {COLUMNS} FROM workflows"),
+        vec![
+            (
+                "building_id = ?",
+                filter.building_id.as_ref().map(Value::from),
+            ),
+            (
+                "(org_id IS NULL OR org_id = ?)",
+                filter.org_id.as_ref().map(Value::from),
+            ),
+        ],
+        filter.limit,
+    )
 }
 
 /// `GET /?buildingId=&limit=` → the caller's visible workflows, newest
