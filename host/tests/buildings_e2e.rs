@@ -220,15 +220,7 @@ async fn alarms_appear_on_the_timer_and_each_is_processed_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_every_component_with_version_and_instances() {
     let t = start(true, "").await;
-    let h: Value = t
-        .client
-        .get(t.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = t.json("/health").await;
     assert_eq!(h["status"], "ok", "{h}");
     let expect = [
         ("iam", 1),
@@ -254,15 +246,7 @@ async fn health_reports_every_component_with_version_and_instances() {
         );
         assert!(c["handled"].is_u64() && c["failed"].is_u64(), "{c}");
     }
-    let w: Value = t
-        .client
-        .get(t.url("/workflows/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let w: Value = t.json("/workflows/health").await;
     assert_eq!(w, h["components"]["workflows"]);
     t.stop().await;
 }

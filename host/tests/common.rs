@@ -207,6 +207,18 @@ impl TestHost {
         }
     }
 
+    /// GET without a token, as JSON (health endpoints, echo, notes).
+    pub async fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// GET with a bearer token; status and JSON body (Null when empty).
     pub async fn get(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
         let r = self
@@ -271,4 +283,23 @@ where
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// An event as a publisher would send it, for tests that put events on the
+/// bus directly.
+pub fn event(
+    id: &str,
+    event_type: &str,
+    data: serde_json::Value,
+    correlation_id: &str,
+) -> std::sync::Arc<weft_host::bus::Event> {
+    std::sync::Arc::new(weft_host::bus::Event {
+        id: id.into(),
+        event_type: event_type.into(),
+        source: "test".into(),
+        data,
+        timestamp: "2026-11-25T10:00:00Z".into(),
+        correlation_id: correlation_id.into(),
+        causation_id: None,
+    })
 }

@@ -552,15 +552,7 @@ async fn login_me_password_and_jwks() {
         "{me}"
     );
 
-    let jwks: Value = t
-        .client
-        .get(t.url("/iam/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = t.json("/iam/.well-known/jwks.json").await;
     let header: Value = serde_json::from_slice(
         &URL_SAFE_NO_PAD
             .decode(token.split('.').next().unwrap())
@@ -587,27 +579,11 @@ async fn login_me_password_and_jwks() {
 async fn a_failing_handler_is_retried_then_kept_as_a_dead_letter() {
     let t = TestHost::start().await;
     let shared = t.host.as_ref().unwrap().shared().clone();
-    let poison = std::sync::Arc::new(weft_host::bus::Event {
-        id: "poison-1".into(),
-        event_type: "faulty.poison".into(),
-        source: "test".into(),
-        data: json!({}),
-        timestamp: "2026-11-25T10:00:00Z".into(),
-        correlation_id: "poison".into(),
-        causation_id: None,
-    });
+    let poison = common::event("poison-1", "faulty.poison", json!({}), "poison");
     let started = std::time::Instant::now();
     shared.bus.publish(vec![poison]).await.unwrap();
     let health = eventually(Duration::from_secs(5), || async {
-        let h: Value = t
-            .client
-            .get(t.url("/faulty/health"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let h: Value = t.json("/faulty/health").await;
         (h["deadLetters"] == 1).then_some(h)
     })
     .await
@@ -620,15 +596,7 @@ async fn a_failing_handler_is_retried_then_kept_as_a_dead_letter() {
         started.elapsed()
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let h: Value = t
-        .client
-        .get(t.url("/faulty/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = t.json("/faulty/health").await;
     assert_eq!(h["failed"], 3, "delivered again after the dead letter: {h}");
     t.stop().await;
 }
@@ -639,17 +607,8 @@ async fn a_repeated_user_registered_opens_no_second_account() {
     let (id, token) = t.user("erin").await;
     default_account(&t, &token).await;
     let shared = t.host.as_ref().unwrap().shared().clone();
-    let again = |event_id: &str| {
-        std::sync::Arc::new(weft_host::bus::Event {
-            id: event_id.into(),
-            event_type: "user.registered".into(),
-            source: "iam".into(),
-            data: json!({"userId": id, "username": "erin", "email": "erin@example.com", "orgId": "o"}),
-            timestamp: "2026-11-25T10:00:00Z".into(),
-            correlation_id: "again".into(),
-            causation_id: None,
-        })
-    };
+    let data = json!({"userId": id, "username": "erin", "email": "erin@example.com", "orgId": "o"});
+    let again = |event_id: &str| common::event(event_id, "user.registered", data.clone(), "again");
     // The same event id twice, and a new id for the same user.
     let bpm = shared.components["bpm"].clone();
     let handled = || bpm.stats.handled.load(std::sync::atomic::Ordering::Relaxed);

@@ -189,15 +189,7 @@ async fn a_trapping_or_looping_component_gets_500_and_the_host_goes_on() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    let health: Value = t
-        .client
-        .get(t.url("/faulty/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = t.json("/faulty/health").await;
     assert!(health["failed"].as_u64().unwrap() >= 3, "{health}");
     assert!(health["handled"].as_u64().unwrap() >= 1, "{health}");
     t.stop().await;
@@ -240,15 +232,7 @@ async fn nothing_is_committed_or_dispatched_from_a_failed_invocation() {
     .await
     .expect("the successful note's event never arrived");
     let notes: Vec<Value> = eventually(Duration::from_secs(5), || async {
-        let notes: Vec<Value> = t
-            .client
-            .get(t.url("/faulty/notes"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let notes: Vec<Value> = t.json("/faulty/notes").await;
         notes
             .iter()
             .any(|n| n["body"] == "faulty.noted")
@@ -298,15 +282,7 @@ async fn health_reports_every_component_with_its_version() {
         assert_eq!(c["status"], "ok");
     }
     assert_eq!(h["components"]["faulty"]["instances"], 2);
-    let one: Value = t
-        .client
-        .get(t.url("/iam/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = t.json("/iam/health").await;
     assert_eq!(one, h["components"]["iam"]);
     t.stop().await;
 }
@@ -332,15 +308,7 @@ async fn a_correlation_id_is_made_when_absent_and_the_request_arrives_whole() {
     assert_eq!(echo["headers"]["x-correlation-id"], corr.as_str());
     assert_eq!(echo["caller"], Value::Null);
 
-    let cfg: Value = t
-        .client
-        .get(t.url("/faulty/config?key=greeting"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cfg: Value = t.json("/faulty/config?key=greeting").await;
     assert_eq!(cfg["value"], "hello");
     assert!(cfg["instance"]
         .as_str()
@@ -376,15 +344,7 @@ async fn data_survives_a_graceful_restart() {
 async fn timers_tick_on_the_replicas() {
     let t = TestHost::start().await;
     let ticks = eventually(Duration::from_secs(5), || async {
-        let notes: Vec<Value> = t
-            .client
-            .get(t.url("/faulty/notes"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let notes: Vec<Value> = t.json("/faulty/notes").await;
         let ticks: Vec<String> = notes
             .iter()
             .filter_map(|n| n["body"].as_str())
@@ -411,29 +371,13 @@ async fn a_component_that_keeps_failing_is_degraded_until_it_recovers() {
         let r = t.client.get(t.url("/faulty/trap")).send().await.unwrap();
         assert_eq!(r.status(), 500);
     }
-    let h: Value = t
-        .client
-        .get(t.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = t.json("/health").await;
     assert_eq!(h["components"]["faulty"]["status"], "degraded", "{h}");
     assert_eq!(h["status"], "degraded");
     assert_eq!(h["components"]["iam"]["status"], "ok");
     let r = t.client.get(t.url("/faulty/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let h: Value = t
-        .client
-        .get(t.url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let h: Value = t.json("/health").await;
     assert_eq!(h["components"]["faulty"]["status"], "ok", "{h}");
     t.stop().await;
 }
