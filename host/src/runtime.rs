@@ -196,14 +196,17 @@ impl Host {
                     StartError::Setup(format!("component `{name}`: subscribe: {e}"))
                 })?)
             };
-            let requests =
-                if cc.serve.is_empty() {
-                    None
-                } else {
-                    Some(bus.serve(name, &cc.serve).map_err(|e| {
+            // One serving queue per replica: the bus hands each request to
+            // exactly one of them, in turn, so requests spread evenly instead
+            // of going to whichever replica happens to poll first.
+            let mut requests = Vec::new();
+            if !cc.serve.is_empty() {
+                for _ in &component.instances {
+                    requests.push(bus.serve(name, &cc.serve).map_err(|e| {
                         StartError::Setup(format!("component `{name}`: serve: {e}"))
-                    })?)
-                };
+                    })?);
+                }
+            }
             subscriptions.push((component.clone(), events, requests));
             for (timer, ms) in &cc.timers {
                 timers.push((component.clone(), timer.clone(), Duration::from_millis(*ms)));
@@ -232,13 +235,13 @@ impl Host {
         let mut request_queues = Vec::new();
         for (component, events, requests) in subscriptions {
             queues.extend(events.clone());
-            request_queues.extend(requests.clone());
-            for instance in component.instances.clone() {
+            request_queues.extend(requests.iter().cloned());
+            for (n, instance) in component.instances.clone().into_iter().enumerate() {
                 if let Some(events) = &events {
                     let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
                     workers.spawn(event_loop(s, c, i, events.clone()));
                 }
-                if let Some(requests) = &requests {
+                if let Some(requests) = requests.get(n) {
                     let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
                     workers.spawn(request_loop(s, c, i, requests.clone()));
                 }

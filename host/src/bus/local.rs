@@ -229,6 +229,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn members_of_a_serving_group_take_turns() -> Result<(), BusError> {
+        let bus = Arc::new(LocalBus::new(4));
+        for member in ["m1", "m2", "m3"] {
+            let rx = bus.serve("g", &["s.x".into()])?;
+            tokio::spawn(async move {
+                while let Ok(req) = rx.recv().await {
+                    let _ = req.reply.send(Ok(member.to_string()));
+                }
+            });
+        }
+        let mut answers = Vec::new();
+        for _ in 0..6 {
+            answers.push(
+                bus.request("s.x", String::new(), "c".into(), Duration::from_secs(1))
+                    .await?,
+            );
+        }
+        answers.sort();
+        assert_eq!(answers, ["m1", "m1", "m2", "m2", "m3", "m3"]);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn request_reply_and_its_errors() -> Result<(), BusError> {
         let bus = Arc::new(LocalBus::new(4));
         let no_one = bus

@@ -88,7 +88,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Subscribes queue group `group` to subject `patterns`.
     fn subscribe(&self, group: &str, patterns: &[String]) -> Result<EventReceiver, BusError>;
 
-    /// Makes queue group `group` the server of the exact `subjects`.
+    /// Adds a member to queue group `group`, serving the exact `subjects`.
+    /// Each request goes to exactly one member; members take turns.
     fn serve(&self, group: &str, subjects: &[String]) -> Result<RequestReceiver, BusError>;
 
     /// Sends a request to one member of a group serving `subject` and waits
