@@ -29,9 +29,16 @@ test: build-components
     cd components && cargo test --workspace
     cargo test --workspace
 
-# Benchmarks: events/s through the local bus, HTTP req/s through the gateway, instantiation time.
+# Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; then what the sandbox costs.
 bench: build-components
     cargo bench -p weft_host --bench throughput
+    cargo bench -p weft_host --bench sandbox
+
+# Long fuzzing of the host's boundary: HTTP and envelope property tests with `cases` cases, the guest-driven fuzz with `seeds` seeds.
+fuzz cases="20000" seeds="400": build-components
+    PROPTEST_CASES={{cases}} cargo test --release -p weft_host --lib envelope
+    PROPTEST_CASES={{cases}} cargo test --release -p weft_host --test boundary_fuzz
+    WEFT_FUZZ_SEEDS={{seeds}} cargo test --release -p weft_host --test sandbox_e2e random_wit_values
 
 # Remove build outputs and the local data dir.
 clean:

@@ -18,7 +18,7 @@
 # here cleans.
 set -euo pipefail
 
-COMPONENTS=(iam lgm faulty bpm nsm buildings workflows alarmgen alarms)
+COMPONENTS=(iam lgm faulty bpm nsm buildings workflows alarmgen alarms hostile)
 TARGET=wasm32-wasip2
 DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm wasi-libc)
 DEBIAN_STD_SRC=/usr/lib/rustlib/src/rust/library

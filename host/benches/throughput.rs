@@ -34,17 +34,26 @@ dir = "{}"
 wasm = "{}"
 subscribe = ["bench.tick"]
 {extra}
+[components.faulty.grants]
+publish = ["faulty.noted"]
+request = ["faulty.echo"]
 [components.iam]
 wasm = "{}"
+[components.iam.grants]
+publish = ["user.*"]
 [components.lgm]
 wasm = "{}"
 subscribe = ["user.*"]
 [components.relay]
 wasm = "{faulty}"
 serve = ["faulty.relay"]
+[components.relay.grants]
+request = ["faulty.echo"]
 [components.echo]
 wasm = "{faulty}"
 serve = ["faulty.echo"]
+[components.echo.grants]
+publish = ["faulty.noted"]
 "#,
         dir.display(),
         wasm("faulty").display(),
@@ -68,13 +77,19 @@ dir = "{}"
 [components.iam]
 wasm = "{}"
 [components.iam.grants]
+publish = ["user.*"]
 issue_tokens = true
 [components.bpm]
 wasm = "{}"
 subscribe = ["user.registered"]
+[components.bpm.grants]
+publish = ["account.created"]
 [components.nsm]
 wasm = "{}"
 subscribe = ["user.registered", "account.created"]
+[components.nsm.grants]
+publish = ["notification.sent"]
+push = true
 [components.lgm]
 wasm = "{}"
 subscribe = ["*"]

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
+use tokio::sync::Semaphore;
+
+use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{GuestError, GuestEvent, HttpRequest, HttpResponse, ServicePre};
 use crate::bus::Event;
@@ -37,6 +39,13 @@ pub enum InvokeError {
     /// It answered HTTP with a 5xx: rolled back, but the answer stands.
     #[error("the component answered {}", .0.status)]
     ServerError(HttpResponse),
+    /// It hit one of its limits (memory, table size); the instance was
+    /// discarded.
+    #[error("the component hit a limit: {0}")]
+    LimitExceeded(crate::limits::LimitHit),
+    /// Every slot of the component stayed taken for the whole wait.
+    #[error("the component was busy: no free slot within {0} ms")]
+    Busy(u128),
     /// Its transaction could not commit.
     #[error("commit failed: {0}")]
     Commit(DbError),
@@ -77,8 +86,6 @@ pub struct LoadedComponent {
     pub pre: ServicePre<HostState>,
     /// sha256 of the loaded `.wasm`.
     pub sha256: String,
-    /// Its limits.
-    pub limits: ResolvedLimits,
     /// How failed event deliveries are retried.
     pub retry: ResolvedRetry,
     /// Its replicas' ids, `name-1` … `name-N`.
@@ -86,6 +93,8 @@ pub struct LoadedComponent {
     /// Counters.
     pub stats: Stats,
     next_instance: AtomicUsize,
+    /// HTTP invocations running at once: `concurrency` per replica.
+    http_slots: Arc<Semaphore>,
 }
 
 /// Where one invocation comes from.
@@ -104,10 +113,12 @@ impl LoadedComponent {
         ctx: Arc<ComponentCtx>,
         pre: ServicePre<HostState>,
         sha256: String,
-        limits: ResolvedLimits,
         retry: ResolvedRetry,
         replicas: usize,
     ) -> LoadedComponent {
+        let http_slots = Arc::new(Semaphore::new(
+            ctx.limits.concurrency.saturating_mul(replicas).max(1),
+        ));
         let instances = (1..=replicas)
             .map(|i| Arc::from(format!("{}-{i}", ctx.name)))
             .collect();
@@ -115,17 +126,22 @@ impl LoadedComponent {
             ctx,
             pre,
             sha256,
-            limits,
             retry,
             instances,
             stats: Stats::default(),
             next_instance: AtomicUsize::new(0),
+            http_slots,
         }
     }
 
     /// The component's name.
     pub fn name(&self) -> &str {
         &self.ctx.name
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &ResolvedLimits {
+        &self.ctx.limits
     }
 
     /// The next replica in turn, for HTTP requests.
@@ -166,6 +182,18 @@ impl LoadedComponent {
         request: HttpRequest,
         correlation_id: String,
     ) -> Result<HttpResponse, InvokeError> {
+        // A flood of slow requests waits here instead of taking every pooled
+        // instance of the host; a request that waited a whole timeout is
+        // better answered 503 than served late.
+        let wait = self.limits().timeout;
+        let _slot = match tokio::time::timeout(wait, self.http_slots.clone().acquire_owned()).await
+        {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(InvokeError::Busy(wait.as_millis()));
+            }
+        };
         let origin = self.origin(correlation_id);
         match self.invoke(origin, Call::Http(request), false).await? {
             (Answer::Http(response), events) => {
@@ -291,12 +319,6 @@ impl LoadedComponent {
     }
 
     fn new_store(&self, origin: Origin, deadline: Instant, in_batch: bool) -> Store<HostState> {
-        let limits = StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
         let inv = Invocation {
             component: self.ctx.clone(),
             instance_id: origin.instance,
@@ -304,18 +326,23 @@ impl LoadedComponent {
             causation_id: origin.causation_id,
             deadline,
         };
-        let mut store = Store::new(self.pre.engine(), HostState::new(inv, limits, in_batch));
-        store.limiter(|s| &mut s.limits);
-        // Yield to the scheduler at every epoch tick so that a busy guest
-        // never holds a worker thread, and trap once the deadline passed.
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
+        let mut store = Store::new(self.pre.engine(), HostState::new(inv, in_batch));
+        let sandbox = self.ctx.sandbox;
+        if sandbox.store_limits {
+            store.limiter(|s| &mut s.limiter);
+        }
+        if sandbox.epoch_interruption {
+            // Yield to the scheduler at every epoch tick so that a busy guest
+            // never holds a worker thread, and trap once the deadline passed.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if Instant::now() >= deadline {
+                    Ok(UpdateDeadline::Interrupt)
+                } else {
+                    Ok(UpdateDeadline::Yield(1))
+                }
+            });
+        }
         store
     }
 
@@ -352,7 +379,7 @@ impl LoadedComponent {
         call: Call,
         in_batch: bool,
     ) -> Result<(Answer, Effects), InvokeError> {
-        let timeout = self.limits.timeout;
+        let timeout = self.limits().timeout;
         let deadline = Instant::now() + timeout;
         let mut store = self.new_store(origin, deadline, in_batch);
         let run = async {
@@ -383,10 +410,19 @@ impl LoadedComponent {
         let answer = match tokio::time::timeout(timeout, run).await {
             Err(_) => return Err(InvokeError::Timeout(timeout.as_millis())),
             Ok(Err(trap)) => {
+                if let Some(hit) = store.data_mut().limiter.hit.take() {
+                    return Err(InvokeError::LimitExceeded(hit));
+                }
                 if Instant::now() >= deadline {
                     return Err(InvokeError::Timeout(timeout.as_millis()));
                 }
-                return Err(InvokeError::Trap(format!("{trap:?}")));
+                // The guest's own words (a panic message) first, then
+                // wasmtime's reason and wasm backtrace.
+                let said = store.data().stderr.text();
+                return Err(InvokeError::Trap(match said {
+                    Some(said) => format!("{said} | {trap:?}"),
+                    None => format!("{trap:?}"),
+                }));
             }
             Ok(Ok(Err(guest))) => return Err(InvokeError::Guest(guest)),
             Ok(Ok(Ok(answer))) => answer,

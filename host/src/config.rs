@@ -172,17 +172,35 @@ pub enum BusKind {
 }
 
 /// Per-invocation limits. In `[limits]` they are defaults; in a component's
-/// `[components.<name>.limits]` they override those defaults.
+/// `[components.<name>.limits]` they override those defaults. Every one has
+/// a safe built-in default (see [`Limits::resolve`]).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
-    /// Linear memory per instance, in MiB.
+    /// Linear memory per instance, in MiB (default 64).
     pub memory_mib: Option<u64>,
-    /// Wall-clock time per invocation, in milliseconds.
+    /// Wall-clock time per invocation, in milliseconds (default 10000).
     pub timeout_ms: Option<u64>,
-    /// Request-reply invocations running at once, per replica. (Events are
-    /// delivered one after another per replica, in group commits.)
+    /// Invocations running at once per replica (default 16): HTTP requests
+    /// beyond it wait for a slot (then 503), request-reply messages wait in
+    /// the bus. Events are delivered one after another per replica.
     pub concurrency: Option<usize>,
+    /// Elements per table, e.g. function pointers (default 20000).
+    pub table_elements: Option<usize>,
+    /// Core instances, tables and memories per store (default 64 each); a
+    /// component made of more modules than this is refused when it runs.
+    pub instances: Option<usize>,
+    /// Largest HTTP request body this component gets, in bytes (default
+    /// 1 MiB, never above `[http] max_body_bytes`); larger ones get 413.
+    pub max_body_bytes: Option<usize>,
+    /// Largest event data, request-reply payload or WebSocket push the
+    /// component may send, in bytes (default 1 MiB).
+    pub max_payload_bytes: Option<usize>,
+    /// How long one host call may wait for the host (the database's writer
+    /// lease), in milliseconds (default 5000); never past the invocation's
+    /// deadline. Request-reply waits as long as the caller asks, up to the
+    /// deadline.
+    pub host_call_timeout_ms: Option<u64>,
 }
 
 /// Limits with every value decided.
@@ -194,6 +212,16 @@ pub struct ResolvedLimits {
     pub timeout: std::time::Duration,
     /// Concurrent invocations per replica.
     pub concurrency: usize,
+    /// Elements per table.
+    pub table_elements: usize,
+    /// Core instances (and tables, and memories) per store.
+    pub instances: usize,
+    /// Largest HTTP request body.
+    pub max_body_bytes: usize,
+    /// Largest event data, request-reply payload or push.
+    pub max_payload_bytes: usize,
+    /// Longest wait inside one host call.
+    pub host_call_timeout: std::time::Duration,
 }
 
 impl Limits {
@@ -202,10 +230,47 @@ impl Limits {
         let mib = self.memory_mib.or(defaults.memory_mib).unwrap_or(64);
         let ms = self.timeout_ms.or(defaults.timeout_ms).unwrap_or(10_000);
         let concurrency = self.concurrency.or(defaults.concurrency).unwrap_or(16);
+        let pick = |own: Option<usize>, default: Option<usize>, builtin: usize| {
+            own.or(default).unwrap_or(builtin)
+        };
+        let host_call_ms = self
+            .host_call_timeout_ms
+            .or(defaults.host_call_timeout_ms)
+            .unwrap_or(5_000);
         ResolvedLimits {
             memory_bytes: usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
             timeout: std::time::Duration::from_millis(ms),
             concurrency: concurrency.max(1),
+            table_elements: pick(self.table_elements, defaults.table_elements, 20_000),
+            instances: pick(self.instances, defaults.instances, 64),
+            max_body_bytes: pick(self.max_body_bytes, defaults.max_body_bytes, 1 << 20),
+            max_payload_bytes: pick(self.max_payload_bytes, defaults.max_payload_bytes, 1 << 20),
+            host_call_timeout: std::time::Duration::from_millis(host_call_ms),
+        }
+    }
+
+    /// Zero where zero makes no sense.
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let zero = [
+            ("memory_mib", self.memory_mib.map(|v| v as u128)),
+            ("timeout_ms", self.timeout_ms.map(|v| v as u128)),
+            ("concurrency", self.concurrency.map(|v| v as u128)),
+            ("instances", self.instances.map(|v| v as u128)),
+            ("max_body_bytes", self.max_body_bytes.map(|v| v as u128)),
+            (
+                "max_payload_bytes",
+                self.max_payload_bytes.map(|v| v as u128),
+            ),
+            (
+                "host_call_timeout_ms",
+                self.host_call_timeout_ms.map(|v| v as u128),
+            ),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == Some(0));
+        match zero {
+            Some((key, _)) => Err(ConfigError::Invalid(format!("{at}.{key} must be > 0"))),
+            None => Ok(()),
         }
     }
 }
@@ -288,17 +353,44 @@ fn default_ttl() -> u32 {
     3600
 }
 
-/// What a component may use beyond its own database and events. Everything
-/// is denied unless granted.
+/// What a component may use beyond its own database. Everything is denied
+/// unless granted here; what it receives is granted by `subscribe` and
+/// `serve`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
+    /// Event types it may publish: exact (`user.registered`) or NATS-style
+    /// patterns (`user.*`, `user.>`); `*` alone allows every type.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Request-reply subjects it may call (`workflows.create`), patterns
+    /// allowed as for `publish`.
+    #[serde(default)]
+    pub request: Vec<String>,
     /// May ask the host to issue access tokens (`auth.issue-token`).
     #[serde(default)]
     pub issue_tokens: bool,
     /// May push to WebSocket clients (`realtime.push`).
     #[serde(default)]
     pub push: bool,
+}
+
+impl Grants {
+    /// Whether events of `event_type` may be published.
+    pub fn may_publish(&self, event_type: &str) -> bool {
+        allowed(&self.publish, event_type)
+    }
+
+    /// Whether `subject` may be called by request-reply.
+    pub fn may_request(&self, subject: &str) -> bool {
+        allowed(&self.request, subject)
+    }
+}
+
+fn allowed(patterns: &[String], subject: &str) -> bool {
+    patterns
+        .iter()
+        .any(|p| p == "*" || crate::bus::subject::matches(p, subject))
 }
 
 /// `[components.<name>]`
@@ -476,6 +568,14 @@ impl Config {
                     )));
                 }
             }
+            for pattern in c.grants.publish.iter().chain(c.grants.request.iter()) {
+                if pattern != "*" && !crate::bus::subject::is_valid(pattern) {
+                    return Err(ConfigError::Invalid(format!(
+                        "components.{name}.grants: `{pattern}` is not a valid subject or pattern"
+                    )));
+                }
+            }
+            c.limits.validate(&format!("components.{name}.limits"))?;
             for subject in &c.serve {
                 if subject.contains('*') || subject.contains('>') {
                     return Err(ConfigError::Invalid(format!(
@@ -501,6 +601,7 @@ impl Config {
                 }
             }
         }
+        self.limits.validate("limits")?;
         if self.auth.token_ttl_secs == 0 {
             return Err(ConfigError::Invalid(
                 "auth.token_ttl_secs must be > 0".into(),
@@ -663,8 +764,8 @@ mod tests {
     fn limits_fall_back_to_defaults() {
         let defaults = Limits {
             memory_mib: Some(32),
-            timeout_ms: None,
-            concurrency: None,
+            max_payload_bytes: Some(100),
+            ..Limits::default()
         };
         let own = Limits {
             timeout_ms: Some(50),
@@ -674,5 +775,41 @@ mod tests {
         assert_eq!(r.memory_bytes, 32 << 20);
         assert_eq!(r.timeout, std::time::Duration::from_millis(50));
         assert_eq!(r.concurrency, 16);
+        assert_eq!(r.max_payload_bytes, 100);
+        assert_eq!(r.max_body_bytes, 1 << 20);
+        assert_eq!(r.instances, 64);
+        assert_eq!(r.host_call_timeout, std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn zero_limits_are_refused_by_name() {
+        let err = parse("version = 1\n[components.a]\nwasm = \"a\"\n[components.a.limits]\nmax_payload_bytes = 0\n")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("components.a.limits.max_payload_bytes"),
+            "{err}"
+        );
+        assert!(parse("version = 1\n[limits]\ntimeout_ms = 0\n").is_err());
+    }
+
+    #[test]
+    fn publish_and_request_grants_match_patterns() -> Result<(), ConfigError> {
+        let c = parse(
+            "version = 1\n[components.a]\nwasm = \"a\"\n[components.a.grants]\npublish = [\"user.*\", \"account.created\"]\nrequest = [\"workflows.>\"]\n[components.b]\nwasm = \"b\"\n[components.b.grants]\npublish = [\"*\"]\n",
+        )?;
+        let a = &c.components["a"].grants;
+        assert!(a.may_publish("user.registered"));
+        assert!(a.may_publish("account.created"));
+        assert!(!a.may_publish("account.closed"));
+        assert!(!a.may_publish("user.registered.extra"));
+        assert!(a.may_request("workflows.create"));
+        assert!(!a.may_request("buildings.create"));
+        assert!(c.components["b"].grants.may_publish("anything.at.all"));
+        assert!(!c.components["b"].grants.may_request("workflows.create"));
+        let bad = parse("version = 1\n[components.a]\nwasm = \"a\"\n[components.a.grants]\npublish = [\"a..b\"]\n");
+        assert!(matches!(bad, Err(ConfigError::Invalid(_))));
+        Ok(())
     }
 }

@@ -174,7 +174,7 @@ async fn invoke(
     path: String,
     correlation: &str,
 ) -> Response<Body> {
-    let max = shared.max_body_bytes;
+    let max = shared.max_body_bytes.min(component.limits().max_body_bytes);
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -259,13 +259,31 @@ async fn invoke(
                 correlation_id = correlation,
                 "request failed: {e}"
             );
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the service failed to handle the request",
-            )
+            failure_response(&e)
         }
     }
+}
+
+/// The contract's answer to a failed invocation: what kind of failure, in
+/// words a client can use, and none of the component's internals.
+fn failure_response(e: &InvokeError) -> Response<Body> {
+    let message = match e {
+        InvokeError::Busy(ms) => {
+            let mut response = error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_busy",
+                &format!("the service had no free slot for {ms} ms; retry later"),
+            );
+            response
+                .headers_mut()
+                .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return response;
+        }
+        InvokeError::Timeout(ms) => format!("the service did not answer within its {ms} ms limit"),
+        InvokeError::LimitExceeded(hit) => format!("the service stopped: {hit}"),
+        _ => "the service failed to handle the request".to_owned(),
+    };
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", &message)
 }
 
 fn guest_response(answer: crate::bindings::HttpResponse) -> Response<Body> {

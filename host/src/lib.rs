@@ -27,8 +27,10 @@ pub mod engine;
 pub mod gateway;
 pub mod health;
 pub mod hub;
+pub mod limits;
 pub mod runtime;
 pub mod state;
+pub mod stderr;
 pub mod time;
 pub mod websocket;
 

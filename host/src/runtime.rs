@@ -49,6 +49,16 @@ pub enum StartError {
         /// wasmtime's explanation (a missing export, an unknown import).
         message: String,
     },
+    /// A component imports a capability that its grants never allow.
+    #[error("component `{name}` imports {import}, but {why}")]
+    NotGranted {
+        /// The component.
+        name: String,
+        /// The WIT interface it imports.
+        import: String,
+        /// Which grant is missing.
+        why: String,
+    },
     /// A component's database could not be opened or migrated.
     #[error("component `{name}`: database: {message}")]
     Database {
@@ -99,13 +109,23 @@ pub struct Host {
     workers: JoinSet<()>,
     queues: Vec<EventReceiver>,
     request_queues: Vec<RequestReceiver>,
-    _ticker: EpochTicker,
+    _ticker: Option<EpochTicker>,
     _engine: Engine,
 }
 
 impl Host {
     /// Loads every component of `config` and starts serving.
     pub async fn start(config: Config) -> Result<Host, StartError> {
+        Host::start_with_sandbox(config, engine::Sandbox::default()).await
+    }
+
+    /// [`Host::start`] with some of the sandbox's guards off: for
+    /// benchmarks that measure what the guards cost, never for serving.
+    #[doc(hidden)]
+    pub async fn start_with_sandbox(
+        config: Config,
+        sandbox: engine::Sandbox,
+    ) -> Result<Host, StartError> {
         let started = Instant::now();
         if config.bus.kind == BusKind::Nats {
             return Err(StartError::Unsupported(
@@ -114,8 +134,10 @@ impl Host {
                     .into(),
             ));
         }
-        let engine = engine::build_engine().map_err(|e| StartError::Setup(e.to_string()))?;
-        let ticker = EpochTicker::start(&engine);
+        let engine = engine::build_engine(sandbox).map_err(|e| StartError::Setup(e.to_string()))?;
+        let ticker = sandbox
+            .epoch_interruption
+            .then(|| EpochTicker::start(&engine));
         let mut linker = Linker::<HostState>::new(&engine);
         crate::capabilities::add_to_linker(&mut linker)
             .map_err(|e| StartError::Setup(format!("linker: {e:#}")))?;
@@ -143,6 +165,7 @@ impl Host {
                 name: name.clone(),
                 message: format!("{e:#}"),
             };
+            check_imports(name, &loaded.component, &engine, &cc.grants)?;
             let pre = linker
                 .instantiate_pre(&loaded.component)
                 .map_err(world_err)?;
@@ -154,21 +177,22 @@ impl Host {
             let db_path = config.data.dir.join("db").join(format!("{name}.sqlite"));
             let db = Database::open(&db_path, config.data.synchronous)
                 .map_err(|e| db_err(e.to_string()))?;
+            let limits = cc.limits.resolve(&config.limits);
             let ctx = Arc::new(ComponentCtx {
                 name: name.clone(),
                 config: cc.config_strings(),
                 db: db.clone(),
                 bus: bus.clone(),
                 grants: cc.grants.clone(),
+                limits,
+                sandbox,
                 tokens: tokens.clone(),
                 hub: Arc::new(Hub::default()),
             });
-            let limits = cc.limits.resolve(&config.limits);
             let component = Arc::new(LoadedComponent::new(
                 ctx,
                 pre,
                 loaded.sha256.clone(),
-                limits,
                 cc.retry.resolve(&config.retry),
                 cc.replicas,
             ));
@@ -361,6 +385,34 @@ impl Host {
     }
 }
 
+/// Refuses a component that imports an interface whose every function its
+/// grants deny: better a clear error at start than `denied` on first use.
+/// (Guest toolchains drop imports a component never calls, so an import
+/// means the component means to use it.)
+fn check_imports(
+    name: &str,
+    component: &wasmtime::component::Component,
+    engine: &Engine,
+    grants: &crate::config::Grants,
+) -> Result<(), StartError> {
+    for (import, _) in component.component_type().imports(engine) {
+        let interface = import.split('@').next().unwrap_or(import);
+        let why = match interface {
+            "weft:service/realtime" if !grants.push => "`grants.push` is not set",
+            "weft:service/messaging" if grants.publish.is_empty() && grants.request.is_empty() => {
+                "neither `grants.publish` nor `grants.request` lists anything"
+            }
+            _ => continue,
+        };
+        return Err(StartError::NotGranted {
+            name: name.to_owned(),
+            import: interface.to_owned(),
+            why: why.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Calls `on-timer(name)` every `every` until `stop` turns true. Ticks
 /// never overlap: a slow tick delays the next.
 async fn timer_loop(
@@ -478,7 +530,7 @@ async fn request_loop(
     instance: Arc<str>,
     requests: RequestReceiver,
 ) {
-    let slots = Arc::new(Semaphore::new(component.limits.concurrency));
+    let slots = Arc::new(Semaphore::new(component.limits().concurrency));
     let mut running = JoinSet::new();
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {

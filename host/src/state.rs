@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::StoreLimits;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::auth::TokenService;
 use crate::bus::{Bus, Event};
-use crate::config::Grants;
+use crate::config::{Grants, ResolvedLimits};
 use crate::db::{Database, DbError, Tx};
 use crate::hub::Hub;
+use crate::limits::Limiter;
+use crate::stderr::GuestStderr;
 
 /// What every invocation of one component shares.
 pub struct ComponentCtx {
@@ -28,8 +29,12 @@ pub struct ComponentCtx {
     pub db: Database,
     /// The bus it publishes to and requests through.
     pub bus: Arc<dyn Bus>,
-    /// What it may use beyond its database and events.
+    /// What it may use beyond its database.
     pub grants: Grants,
+    /// Its limits: memory, time, sizes, waits.
+    pub limits: ResolvedLimits,
+    /// Which guards are on (all of them, outside benchmarks).
+    pub sandbox: crate::engine::Sandbox,
     /// The host's token service (issuing needs a grant).
     pub tokens: Arc<TokenService>,
     /// Its WebSocket clients.
@@ -56,9 +61,11 @@ pub const MAX_EVENTS_PER_INVOCATION: usize = 1000;
 /// The data of one `Store`.
 pub struct HostState {
     wasi: WasiCtx,
+    /// What the guest wrote to stderr (a panic message).
+    pub stderr: GuestStderr,
     table: ResourceTable,
-    /// Memory and instance caps for this store.
-    pub limits: StoreLimits,
+    /// Memory, table and instance caps for this store.
+    pub limiter: Limiter,
     /// Who is running.
     pub inv: Invocation,
     /// The transaction, opened by the first storage call.
@@ -92,14 +99,16 @@ impl Effects {
 impl HostState {
     /// A fresh state for one invocation; `in_batch` when a [`crate::db::Batch`]
     /// owned by the caller holds the database's writer lease.
-    pub fn new(inv: Invocation, limits: StoreLimits, in_batch: bool) -> HostState {
+    pub fn new(inv: Invocation, in_batch: bool) -> HostState {
         // Guests get no files, no environment and no network: only clocks,
-        // randomness and stderr (so a panic message reaches the host's log).
-        let wasi = WasiCtx::builder().inherit_stderr().build();
+        // randomness and a stderr kept for the log (see crate::stderr).
+        let stderr = GuestStderr::default();
+        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
         HostState {
+            stderr,
             wasi,
             table: ResourceTable::new(),
-            limits,
+            limiter: Limiter::new(&inv.component.limits),
             inv,
             tx: None,
             in_batch,
@@ -108,19 +117,36 @@ impl HostState {
         }
     }
 
-    /// The invocation's transaction, begun on first use.
+    /// The invocation's transaction, begun on first use. Waiting for the
+    /// writer lease is bounded by the host-call timeout and the deadline.
     pub async fn tx(&mut self) -> Result<&Tx, DbError> {
         if self.tx.is_none() {
             let db = &self.inv.component.db;
             self.tx = Some(if self.in_batch {
                 db.open_savepoint()?
             } else {
-                db.begin().await?
+                let wait = self.host_call_wait();
+                match tokio::time::timeout(wait, db.begin()).await {
+                    Ok(tx) => tx?,
+                    Err(_) => {
+                        return Err(DbError::Unavailable(format!(
+                            "the database stayed busy for {} ms",
+                            wait.as_millis()
+                        )))
+                    }
+                }
             });
         }
         self.tx
             .as_ref()
             .ok_or_else(|| DbError::Unavailable("transaction vanished".into()))
+    }
+
+    /// How long one host call may wait: the host-call timeout, never past
+    /// the invocation's deadline.
+    pub fn host_call_wait(&self) -> std::time::Duration {
+        let left = self.inv.deadline.saturating_duration_since(Instant::now());
+        self.inv.component.limits.host_call_timeout.min(left)
     }
 
     /// Ends the invocation successfully: commits its writes, then hands back

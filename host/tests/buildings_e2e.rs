@@ -118,7 +118,7 @@ async fn without_workflows_a_building_is_refused_with_503_and_not_stored() {
 async fn with_workflows_stalled_a_building_is_refused_with_503_and_not_stored() {
     // A responder that never answers: the faulty component told to stall.
     let stalled = format!(
-        "[components.stalled]\nwasm = \"{}\"\nserve = [\"workflows.create\"]\n[components.stalled.config]\nstall = \"true\"\n[components.stalled.limits]\ntimeout_ms = 2000\n",
+        "[components.stalled]\nwasm = \"{}\"\nserve = [\"workflows.create\"]\n[components.stalled.grants]\nrequest = [\"faulty.echo\"]\n[components.stalled.config]\nstall = \"true\"\n[components.stalled.limits]\ntimeout_ms = 2000\n",
         wasm("faulty").display()
     );
     let t = start(false, &stalled).await;

@@ -26,7 +26,7 @@ pub fn wasm(name: &str) -> PathBuf {
 pub fn buildings_config(data_dir: &Path, with_workflows: bool, extra: &str) -> String {
     let workflows = if with_workflows {
         format!(
-            "[components.workflows]\nwasm = \"{}\"\nserve = [\"workflows.create\"]\nreplicas = 3\n",
+            "[components.workflows]\nwasm = \"{}\"\nserve = [\"workflows.create\"]\nreplicas = 3\n[components.workflows.grants]\npublish = [\"workflow.created\"]\n",
             wasm("workflows").display()
         )
     } else {
@@ -41,38 +41,55 @@ addr = "127.0.0.1:0"
 dir = "{data}"
 [retry]
 backoff_ms = 50
-[components.iam]
-wasm = "{iam}"
-[components.iam.grants]
-issue_tokens = true
-[components.iam.config]
-admins = ["alice"]
-[components.lgm]
-wasm = "{lgm}"
-subscribe = ["*"]
-[components.buildings]
+{iam_and_lgm}[components.buildings]
 wasm = "{buildings}"
+[components.buildings.grants]
+publish = ["building.created"]
+request = ["workflows.create"]
 [components.buildings.config]
 workflow_timeout_ms = 300
 [components.alarms-generator]
 wasm = "{alarmgen}"
 route = ""
 subscribe = ["building.created"]
+[components.alarms-generator.grants]
+publish = ["alarm.created"]
 [components.alarms-generator.timers]
 generate = 100
 [components.alarms]
 wasm = "{alarms}"
 subscribe = ["alarm.created"]
 replicas = 2
+[components.alarms.grants]
+publish = ["alarm.processed"]
 {workflows}
 {extra}
 "#,
         data = data_dir.display(),
-        iam = wasm("iam").display(),
-        lgm = wasm("lgm").display(),
+        iam_and_lgm = iam_and_lgm(),
         buildings = wasm("buildings").display(),
         alarmgen = wasm("alarmgen").display(),
         alarms = wasm("alarms").display(),
+    )
+}
+
+/// The iam and lgm components, as every test system has them: iam for
+/// tokens, lgm for the audit trail of every event.
+pub fn iam_and_lgm() -> String {
+    format!(
+        r#"[components.iam]
+wasm = "{iam}"
+[components.iam.grants]
+publish = ["user.registered", "user.password_changed"]
+issue_tokens = true
+[components.iam.config]
+admins = ["alice"]
+[components.lgm]
+wasm = "{lgm}"
+subscribe = ["*"]
+"#,
+        iam = wasm("iam").display(),
+        lgm = wasm("lgm").display(),
     )
 }
 
@@ -89,29 +106,26 @@ dir = "{data}"
 [retry]
 attempts = 3
 backoff_ms = 50
-[components.iam]
-wasm = "{iam}"
-[components.iam.grants]
-issue_tokens = true
-[components.iam.config]
-admins = ["alice"]
-[components.bpm]
+{iam_and_lgm}[components.bpm]
 wasm = "{bpm}"
 subscribe = ["user.registered"]
+[components.bpm.grants]
+publish = ["account.created", "transaction.completed"]
 [components.nsm]
 wasm = "{nsm}"
 subscribe = ["user.registered", "account.created"]
 websocket = "/ws"
 [components.nsm.grants]
+publish = ["notification.sent"]
 push = true
-[components.lgm]
-wasm = "{lgm}"
-subscribe = ["*"]
 [components.faulty]
 wasm = "{faulty}"
 subscribe = ["faulty.noted", "faulty.poison"]
 serve = ["faulty.echo", "faulty.relay"]
 replicas = 2
+[components.faulty.grants]
+publish = ["faulty.noted"]
+request = ["faulty.echo"]
 [components.faulty.limits]
 timeout_ms = 300
 [components.faulty.timers]
@@ -120,8 +134,7 @@ tick = 50
 greeting = "hello"
 "#,
         data = data_dir.display(),
-        iam = wasm("iam").display(),
-        lgm = wasm("lgm").display(),
+        iam_and_lgm = iam_and_lgm(),
         faulty = wasm("faulty").display(),
         bpm = wasm("bpm").display(),
         nsm = wasm("nsm").display(),

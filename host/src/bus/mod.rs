@@ -5,6 +5,7 @@
 //! semantics ([`subject`]) and every subscriber is a queue group: each event
 //! or request reaches exactly one member of a group.
 
+pub mod envelope;
 pub mod local;
 pub mod subject;
 

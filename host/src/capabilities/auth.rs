@@ -2,6 +2,7 @@
 
 use crate::bindings::weft::service::auth::{Host, IssuedToken};
 use crate::bindings::GuestError;
+use crate::capabilities::messaging::denied;
 use crate::state::HostState;
 
 /// Longest id or role a token may carry.
@@ -16,13 +17,10 @@ impl Host for HostState {
         org_id: String,
         roles: Vec<String>,
     ) -> wasmtime::Result<Result<IssuedToken, GuestError>> {
-        let ctx = &self.inv.component;
-        if !ctx.grants.issue_tokens {
-            tracing::warn!(component = %ctx.name, "denied: auth.issue-token is not granted");
-            return Ok(Err(GuestError::Denied(
-                "this component is not granted issue_tokens".into(),
-            )));
+        if !self.inv.component.grants.issue_tokens {
+            return Ok(Err(denied(self, "auth.issue-token", "issue_tokens")));
         }
+        let ctx = &self.inv.component;
         let too_long = |s: &String| s.is_empty() || s.len() > MAX_CLAIM;
         if too_long(&user_id)
             || too_long(&org_id)

@@ -9,9 +9,6 @@ use crate::bus::{subject, BusError, Event};
 use crate::state::{HostState, MAX_EVENTS_PER_INVOCATION};
 use crate::time::now_rfc3339;
 
-/// Event data and request payloads above this size are refused.
-pub const MAX_PAYLOAD: usize = 1 << 20;
-
 impl From<BusError> for GuestError {
     fn from(e: BusError) -> GuestError {
         match e {
@@ -24,18 +21,43 @@ impl From<BusError> for GuestError {
     }
 }
 
+/// A `denied` error, and a log line that names who tried what.
+pub fn denied(state: &HostState, what: &str, grant: &str) -> GuestError {
+    tracing::warn!(
+        component = %state.inv.component.name,
+        correlation_id = %state.inv.correlation_id,
+        "denied: {what} (not in grants.{grant} of runtime.toml)"
+    );
+    GuestError::Denied(format!("{what} is not granted to this component"))
+}
+
+/// Checks the size of a payload against the component's limit.
+pub fn check_payload(state: &HostState, what: &str, len: usize) -> Result<(), GuestError> {
+    let max = state.inv.component.limits.max_payload_bytes;
+    if len > max {
+        return Err(GuestError::LimitExceeded(format!(
+            "{what} of {len} bytes is larger than the {max}-byte limit"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks and builds an event for the outbox.
 fn new_event(state: &HostState, event_type: &str, data: &str) -> Result<Event, GuestError> {
     if subject::event_subject(event_type).is_none() {
         return Err(GuestError::Invalid(format!(
-            "event type `{event_type}` must be dot-separated tokens without wildcards"
+            "event type `{}` must be dot-separated tokens without wildcards",
+            shorten(event_type)
         )));
     }
-    if data.len() > MAX_PAYLOAD {
-        return Err(GuestError::LimitExceeded(format!(
-            "event data larger than {MAX_PAYLOAD} bytes"
-        )));
+    if !state.inv.component.grants.may_publish(event_type) {
+        return Err(denied(
+            state,
+            &format!("publishing `{event_type}`"),
+            "publish",
+        ));
     }
+    check_payload(state, "event data", data.len())?;
     if state.outbox.len() >= MAX_EVENTS_PER_INVOCATION {
         return Err(GuestError::LimitExceeded(format!(
             "more than {MAX_EVENTS_PER_INVOCATION} events in one invocation"
@@ -78,10 +100,21 @@ impl Host for HostState {
         payload: String,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<String, GuestError>> {
-        if payload.len() > MAX_PAYLOAD {
-            return Ok(Err(GuestError::LimitExceeded(format!(
-                "payload larger than {MAX_PAYLOAD} bytes"
+        if !subject::is_valid(&subject) || subject.contains(['*', '>']) {
+            return Ok(Err(GuestError::Invalid(format!(
+                "subject `{}` must be dot-separated tokens without wildcards",
+                shorten(&subject)
             ))));
+        }
+        if !self.inv.component.grants.may_request(&subject) {
+            return Ok(Err(denied(
+                self,
+                &format!("requesting `{subject}`"),
+                "request",
+            )));
+        }
+        if let Err(e) = check_payload(self, "payload", payload.len()) {
+            return Ok(Err(e));
         }
         // Never wait past the invocation's own deadline.
         let left = self.inv.deadline.saturating_duration_since(Instant::now());
@@ -92,4 +125,14 @@ impl Host for HostState {
             .await;
         Ok(answer.map_err(GuestError::from))
     }
+}
+
+/// At most the first 64 bytes of `text`, for error messages about input
+/// that may be huge.
+pub fn shorten(text: &str) -> &str {
+    let mut end = text.len().min(64);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

@@ -3,7 +3,7 @@
 
 use crate::bindings::weft::service::realtime::Host;
 use crate::bindings::GuestError;
-use crate::capabilities::messaging::MAX_PAYLOAD;
+use crate::capabilities::messaging::{check_payload, denied};
 use crate::state::{HostState, MAX_EVENTS_PER_INVOCATION};
 
 impl Host for HostState {
@@ -12,17 +12,16 @@ impl Host for HostState {
         user_id: String,
         message: String,
     ) -> wasmtime::Result<Result<(), GuestError>> {
-        let ctx = &self.inv.component;
-        if !ctx.grants.push {
-            tracing::warn!(component = %ctx.name, "denied: realtime.push is not granted");
-            return Ok(Err(GuestError::Denied(
-                "this component is not granted push".into(),
-            )));
+        if !self.inv.component.grants.push {
+            return Ok(Err(denied(self, "realtime.push", "push")));
         }
-        if message.len() > MAX_PAYLOAD {
-            return Ok(Err(GuestError::LimitExceeded(format!(
-                "message larger than {MAX_PAYLOAD} bytes"
-            ))));
+        if let Err(e) = check_payload(self, "message", message.len()) {
+            return Ok(Err(e));
+        }
+        if user_id.is_empty() || user_id.len() > 256 {
+            return Ok(Err(GuestError::Invalid(
+                "user id must be 1-256 bytes".into(),
+            )));
         }
         if self.pushes.len() >= MAX_EVENTS_PER_INVOCATION {
             return Ok(Err(GuestError::LimitExceeded(format!(
