@@ -5,23 +5,20 @@
 //! `just bench`); prints Markdown rows for BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use weft_host::bus::Event;
 use weft_host::config::Config;
 use weft_host::engine::Sandbox;
 use weft_host::Host;
 
-fn wasm(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../components/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
+use support::{after, events_per_sec, http_load, percentile, wasm};
 
 fn config(dir: &Path) -> Config {
     let toml = format!(
@@ -50,100 +47,6 @@ push = true
         wasm("hostile").display(),
     );
     Config::parse(&toml, dir).unwrap()
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// A flag that turns true after `secs`.
-fn after(secs: f64) -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
-    let set = flag.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-        set.store(true, Ordering::Relaxed);
-    });
-    flag
-}
-
-/// `conns` keep-alive connections GETting `path` until `stop`: (req/s,
-/// p99). Non-200 answers are counted apart and returned third.
-async fn http_load(
-    addr: std::net::SocketAddr,
-    path: &str,
-    conns: usize,
-    stop: Arc<AtomicBool>,
-) -> (f64, Duration, u64) {
-    let started = Instant::now();
-    let failed = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (path, failed, stop) = (path.to_owned(), failed.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let mut latencies = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let req = hyper::Request::get(path.as_str())
-                    .header("host", "bench")
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let t = Instant::now();
-                let resp = sender.send_request(req).await.unwrap();
-                if resp.status() != 200 {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                resp.into_body().collect().await.unwrap();
-                latencies.push(t.elapsed());
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let rate = all.len() as f64 / started.elapsed().as_secs_f64();
-    (rate, percentile(&all, 0.99), failed.load(Ordering::Relaxed))
-}
-
-async fn events_per_sec(host: &Host, n: u64) -> f64 {
-    let shared = host.shared();
-    let faulty = shared.components["faulty"].clone();
-    let before = faulty.stats.handled.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < n {
-        let events: Vec<Arc<Event>> = (0..256.min(n - sent))
-            .map(|i| {
-                Arc::new(Event {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    event_type: "bench.tick".into(),
-                    source: "bench".into(),
-                    data: serde_json::json!({"i": sent + i}),
-                    timestamp: "2026-11-25T10:00:00Z".into(),
-                    correlation_id: "bench".into(),
-                    causation_id: None,
-                })
-            })
-            .collect();
-        sent += events.len() as u64;
-        shared.bus.publish(events).await.unwrap();
-    }
-    while faulty.stats.handled.load(Ordering::Relaxed) - before < n {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
 }
 
 /// Faulty's p99 (4 connections) while 8 connections make 1,000 calls of
@@ -188,9 +91,9 @@ async fn p99_during_storm(
         done.store(true, Ordering::Relaxed);
         started.elapsed()
     });
-    let (_, p99, failed) = http_load(addr, "/faulty/ok", 4, over).await;
-    assert_eq!(failed, 0);
-    (p99, storm.await.unwrap())
+    let load = http_load(addr, "/faulty/ok", 4, over).await;
+    assert_eq!(load.failed, 0);
+    (load.p99, storm.await.unwrap())
 }
 
 /// Rounds of the with/without comparison.
@@ -203,9 +106,9 @@ async fn throughput(dir: &Path, sandbox: Sandbox) -> (f64, f64) {
         .unwrap();
     let addr = host.http_addr().unwrap();
     http_load(addr, "/faulty/ok", 32, after(1.0)).await; // warm up
-    let (rps, _, _) = http_load(addr, "/faulty/ok", 32, after(4.0)).await;
-    events_per_sec(&host, 5_000).await; // warm up
-    let eps = events_per_sec(&host, 60_000).await;
+    let rps = http_load(addr, "/faulty/ok", 32, after(4.0)).await.rate;
+    events_per_sec(&host, "faulty", 5_000).await; // warm up
+    let eps = events_per_sec(&host, "faulty", 60_000).await;
     host.shutdown().await;
     (rps, eps)
 }
@@ -249,7 +152,7 @@ fn main() {
         late.sort();
         // Another component's p99 alone, then during 1,000 trapping calls.
         http_load(addr, "/faulty/ok", 4, after(1.0)).await; // warm up
-        let (_, calm_p99, _) = http_load(addr, "/faulty/ok", 4, after(3.0)).await;
+        let calm_p99 = http_load(addr, "/faulty/ok", 4, after(3.0)).await.p99;
         // Paced: 1,000 traps spread over about 2 s, the shape of a
         // component failing on every call under steady traffic.
         let (paced_p99, paced_took) =

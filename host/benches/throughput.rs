@@ -4,22 +4,17 @@
 //! `weft` binary. Prints a table to paste into BENCHMARKS.md.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use weft_host::bus::Event;
 use weft_host::config::Config;
 use weft_host::Host;
 
-fn wasm(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../components/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
+use support::{after, events_per_sec, gather, http_load, percentile, wasm};
 
 fn config(dir: &Path, extra: &str) -> String {
     let faulty = wasm("faulty").display().to_string();
@@ -157,89 +152,6 @@ subscribe = ["*"]
     (rate, wrong, unknown)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-async fn bench_events(host: &Host, n: u64) -> f64 {
-    let shared = host.shared();
-    let faulty = shared.components["faulty"].clone();
-    let before = faulty.stats.handled.load(Ordering::Relaxed);
-    let start = Instant::now();
-    let batch = 256;
-    let mut sent = 0;
-    while sent < n {
-        let events: Vec<Arc<Event>> = (0..batch.min(n - sent))
-            .map(|i| {
-                Arc::new(Event {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    event_type: "bench.tick".into(),
-                    source: "bench".into(),
-                    data: serde_json::json!({"i": sent + i}),
-                    timestamp: "2026-11-25T10:00:00Z".into(),
-                    correlation_id: "bench".into(),
-                    causation_id: None,
-                })
-            })
-            .collect();
-        sent += events.len() as u64;
-        shared.bus.publish(events).await.unwrap();
-    }
-    while faulty.stats.handled.load(Ordering::Relaxed) - before < n {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    n as f64 / start.elapsed().as_secs_f64()
-}
-
-async fn bench_http(
-    addr: std::net::SocketAddr,
-    path: &str,
-    conns: usize,
-    secs: u64,
-) -> (f64, Duration, Duration) {
-    let count = Arc::new(AtomicU64::new(0));
-    let stop_at = Instant::now() + Duration::from_secs(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let count = count.clone();
-        let path = path.to_owned();
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            let mut latencies = Vec::new();
-            while Instant::now() < stop_at {
-                let req = hyper::Request::get(path.as_str())
-                    .header("host", "bench")
-                    .body(Empty::<Bytes>::new())
-                    .unwrap();
-                let t = Instant::now();
-                let resp = sender.send_request(req).await.unwrap();
-                assert_eq!(resp.status(), 200);
-                resp.into_body().collect().await.unwrap();
-                latencies.push(t.elapsed());
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-            latencies
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let rate = count.load(Ordering::Relaxed) as f64 / secs as f64;
-    (rate, percentile(&all, 0.5), percentile(&all, 0.99))
-}
-
 /// Request-reply through two components: the bench asks `faulty.relay`
 /// (component `relay`), which asks `faulty.echo` (component `echo`) and
 /// returns its answer. `in_flight` requesters for `secs` seconds.
@@ -272,11 +184,7 @@ async fn bench_request_reply(
             latencies
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
+    let all = gather(tasks).await;
     (
         all.len() as f64 / secs as f64,
         percentile(&all, 0.5),
@@ -353,10 +261,12 @@ fn main() {
         let host = Host::start(cfg).await.unwrap();
         let addr = host.http_addr().unwrap();
         let inst = bench_instantiate(&host, 2000).await;
-        bench_events(&host, 5_000).await; // warm up
-        let events = bench_events(&host, 100_000).await;
-        bench_http(addr, "/faulty/ok", 32, 1).await; // warm up
-        let (rps, p50, p99) = bench_http(addr, "/faulty/ok", 32, 5).await;
+        events_per_sec(&host, "faulty", 5_000).await; // warm up
+        let events = events_per_sec(&host, "faulty", 100_000).await;
+        http_load(addr, "/faulty/ok", 32, after(1.0)).await; // warm up
+        let load = http_load(addr, "/faulty/ok", 32, after(5.0)).await;
+        assert_eq!(load.failed, 0);
+        let (rps, p50, p99) = (load.rate, load.p50, load.p99);
         bench_request_reply(&host, 16, 1).await; // warm up
         let (rr, rr50, rr99) = bench_request_reply(&host, 16, 5).await;
         host.shutdown().await;
