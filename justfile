@@ -20,6 +20,25 @@ build-host:
 run: build
     ./target/release/weft run --config runtime.toml
 
+# Development: run the host with every component watched (WEFT_WATCH=1) and rebuild components whose sources change; each rebuilt one is hot-swapped.
+dev: build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    WEFT_WATCH=1 ./target/release/weft run --config runtime.toml &
+    host=$!
+    trap 'kill $host 2>/dev/null || true' EXIT
+    stamp=components/target/.dev-stamp
+    touch "$stamp"
+    while kill -0 "$host" 2>/dev/null; do
+        sleep 1
+        if [[ -n $(find components wit -newer "$stamp" \( -name '*.rs' -o -name '*.wit' -o -name Cargo.toml \) -not -path '*/target/*' -print -quit) ]]; then
+            touch "$stamp"
+            echo "[dev] sources changed; rebuilding components"
+            bash components/build.sh > components/target/dev-build.log 2>&1 \
+                || { tail -n 30 components/target/dev-build.log; echo "[dev] build failed; the running versions stay"; }
+        fi
+    done
+
 # Formatting, lints, the components' own unit tests, and every host test against the real built components.
 test: build-components
     cargo fmt --all -- --check
@@ -29,10 +48,11 @@ test: build-components
     cd components && cargo test --workspace
     cargo test --workspace
 
-# Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; then what the sandbox costs.
+# Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; what the sandbox costs; hot swap.
 bench: build-components
     cargo bench -p weft_host --bench throughput
     cargo bench -p weft_host --bench sandbox
+    cargo bench -p weft_host --bench swap
 
 # Long fuzzing of the host's boundary: HTTP and envelope property tests with `cases` cases, the guest-driven fuzz with `seeds` seeds.
 fuzz cases="20000" seeds="400": build-components

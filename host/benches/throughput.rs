@@ -196,7 +196,7 @@ async fn bench_instantiate(host: &Host, n: u32) -> Duration {
     let faulty = host.shared().components["faulty"].clone();
     let start = Instant::now();
     for _ in 0..n {
-        faulty.migrations().await.unwrap();
+        faulty.migrations(faulty.current()).await.unwrap();
     }
     start.elapsed() / n
 }

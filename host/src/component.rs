@@ -78,14 +78,32 @@ enum Answer {
     Migrations(Vec<String>),
 }
 
-/// A component ready to run.
+/// One version of a component's code, compiled and linked.
+pub struct Version {
+    /// Imports resolved once.
+    pub pre: ServicePre<HostState>,
+    /// sha256 of its `.wasm`: the version shown in `/health`.
+    pub sha256: String,
+}
+
+/// The versions a component has: the one serving, and the one it replaced
+/// (for rollback).
+struct Versions {
+    current: Arc<Version>,
+    previous: Option<Arc<Version>>,
+}
+
+/// A component ready to run. Its code can be swapped while it runs (see
+/// [`LoadedComponent::swap`]): everything else — its database, queues,
+/// replicas, counters and slots — stays.
 pub struct LoadedComponent {
     /// Shared with every invocation: name, config, database, bus.
     pub ctx: Arc<ComponentCtx>,
-    /// Imports resolved once.
-    pub pre: ServicePre<HostState>,
-    /// sha256 of the loaded `.wasm`.
-    pub sha256: String,
+    versions: std::sync::RwLock<Versions>,
+    /// Swaps done since start.
+    pub swaps: AtomicU64,
+    /// Held by a reload or rollback, so that they happen one at a time.
+    pub reload_lock: tokio::sync::Mutex<()>,
     /// How failed event deliveries are retried.
     pub retry: ResolvedRetry,
     /// Its replicas' ids, `name-1` … `name-N`.
@@ -111,8 +129,7 @@ impl LoadedComponent {
     /// Wraps a pre-instantiated component.
     pub fn new(
         ctx: Arc<ComponentCtx>,
-        pre: ServicePre<HostState>,
-        sha256: String,
+        version: Version,
         retry: ResolvedRetry,
         replicas: usize,
     ) -> LoadedComponent {
@@ -124,8 +141,12 @@ impl LoadedComponent {
             .collect();
         LoadedComponent {
             ctx,
-            pre,
-            sha256,
+            versions: std::sync::RwLock::new(Versions {
+                current: Arc::new(version),
+                previous: None,
+            }),
+            swaps: AtomicU64::new(0),
+            reload_lock: tokio::sync::Mutex::new(()),
             retry,
             instances,
             stats: Stats::default(),
@@ -142,6 +163,37 @@ impl LoadedComponent {
     /// Its limits.
     pub fn limits(&self) -> &ResolvedLimits {
         &self.ctx.limits
+    }
+
+    /// The version serving new invocations.
+    pub fn current(&self) -> Arc<Version> {
+        match self.versions.read() {
+            Ok(v) => v.current.clone(),
+            Err(poisoned) => poisoned.into_inner().current.clone(),
+        }
+    }
+
+    /// The version the current one replaced, if any.
+    pub fn previous(&self) -> Option<Arc<Version>> {
+        match self.versions.read() {
+            Ok(v) => v.previous.clone(),
+            Err(poisoned) => poisoned.into_inner().previous.clone(),
+        }
+    }
+
+    /// Makes `next` the current version at once: invocations that start
+    /// from now on run it, those in flight finish on the version they began
+    /// with (each holds its own `Arc`). The replaced version is kept for
+    /// rollback. Returns it.
+    pub fn swap(&self, next: Arc<Version>) -> Arc<Version> {
+        let mut versions = match self.versions.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let replaced = std::mem::replace(&mut versions.current, next);
+        versions.previous = Some(replaced.clone());
+        self.swaps.fetch_add(1, Ordering::Relaxed);
+        replaced
     }
 
     /// The next replica in turn, for HTTP requests.
@@ -167,10 +219,14 @@ impl LoadedComponent {
         }
     }
 
-    /// Asks the component for its migrations.
-    pub async fn migrations(&self) -> Result<Vec<String>, InvokeError> {
+    /// Asks `version` of the component (the current one, or one about to
+    /// replace it) for its migrations.
+    pub async fn migrations(&self, version: Arc<Version>) -> Result<Vec<String>, InvokeError> {
         let origin = self.origin("migrations".into());
-        match self.invoke(origin, Call::Migrations, false).await? {
+        let result = self
+            .invoke_inner(&version, origin, Call::Migrations, false)
+            .await;
+        match result? {
             (Answer::Migrations(list), _) => Ok(list),
             _ => Err(InvokeError::Trap("unexpected answer".into())),
         }
@@ -318,7 +374,13 @@ impl LoadedComponent {
         Ok(())
     }
 
-    fn new_store(&self, origin: Origin, deadline: Instant, in_batch: bool) -> Store<HostState> {
+    fn new_store(
+        &self,
+        version: &Version,
+        origin: Origin,
+        deadline: Instant,
+        in_batch: bool,
+    ) -> Store<HostState> {
         let inv = Invocation {
             component: self.ctx.clone(),
             instance_id: origin.instance,
@@ -326,7 +388,7 @@ impl LoadedComponent {
             causation_id: origin.causation_id,
             deadline,
         };
-        let mut store = Store::new(self.pre.engine(), HostState::new(inv, in_batch));
+        let mut store = Store::new(version.pre.engine(), HostState::new(inv, in_batch));
         let sandbox = self.ctx.sandbox;
         if sandbox.store_limits {
             store.limiter(|s| &mut s.limiter);
@@ -354,12 +416,10 @@ impl LoadedComponent {
         call: Call,
         in_batch: bool,
     ) -> Result<(Answer, Effects), InvokeError> {
-        // Asking for migrations is loading, not traffic: not counted.
-        let counted = !matches!(call, Call::Migrations);
-        let result = self.invoke_inner(origin, call, in_batch).await;
+        let version = self.current();
+        let result = self.invoke_inner(&version, origin, call, in_batch).await;
         let stats = &self.stats;
         match &result {
-            _ if !counted => {}
             Ok(_) => {
                 stats.handled.fetch_add(1, Ordering::Relaxed);
                 stats.consecutive_failures.store(0, Ordering::Relaxed);
@@ -375,15 +435,17 @@ impl LoadedComponent {
 
     async fn invoke_inner(
         &self,
+        version: &Version,
         origin: Origin,
         call: Call,
         in_batch: bool,
     ) -> Result<(Answer, Effects), InvokeError> {
         let timeout = self.limits().timeout;
         let deadline = Instant::now() + timeout;
-        let mut store = self.new_store(origin, deadline, in_batch);
+        let mut store = self.new_store(version, origin, deadline, in_batch);
         let run = async {
-            let service: crate::bindings::Service = self.pre.instantiate_async(&mut store).await?;
+            let service: crate::bindings::Service =
+                version.pre.instantiate_async(&mut store).await?;
             let handler = service.weft_service_handler();
             let answer: Result<Answer, GuestError> = match call {
                 Call::Http(req) => Ok(Answer::Http(

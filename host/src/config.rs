@@ -432,6 +432,10 @@ pub struct ComponentConfig {
     /// Values the component reads through the `config` interface.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Reload the component whenever its `.wasm` file changes (for
+    /// development; `WEFT_WATCH=1` turns it on for every component).
+    #[serde(default)]
+    pub watch: bool,
 }
 
 impl ComponentConfig {
@@ -550,9 +554,9 @@ impl Config {
                 )));
             }
             if let Some(route) = c.route_prefix(name) {
-                if route.contains('/') || route == "health" {
+                if route.contains('/') || route == "health" || route == "admin" {
                     return Err(ConfigError::Invalid(format!(
-                        "components.{name}.route = `{route}`: one path segment, not `health`"
+                        "components.{name}.route = `{route}`: one path segment, not `health` or `admin`"
                     )));
                 }
                 if let Some(other) = routes.insert(route.to_owned(), name.clone()) {
@@ -635,6 +639,11 @@ impl Config {
                         name: "WEFT_HTTP_MAX_BODY_BYTES",
                         message: format!("`{value}`: {e}"),
                     })?;
+                }
+                "WEFT_WATCH" if value == "1" || value == "true" => {
+                    for component in self.components.values_mut() {
+                        component.watch = true;
+                    }
                 }
                 "WEFT_NATS_URL" => {
                     self.bus.kind = BusKind::Nats;

@@ -131,7 +131,7 @@ fn correlation_id<B>(req: &Request<B>) -> String {
 }
 
 /// Handles one request; never fails (errors become error responses).
-pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
     let correlation = correlation_id(&req);
     let mut response = route(shared, req, &correlation).await;
     if let Ok(value) = HeaderValue::from_str(&correlation) {
@@ -140,10 +140,14 @@ pub async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     response
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>, correlation: &str) -> Response<Body> {
+async fn route(shared: &Arc<Shared>, req: Request<Incoming>, correlation: &str) -> Response<Body> {
     let path = req.uri().path().to_owned();
     if path == "/health" {
         return json_response(StatusCode::OK, &health::overall(shared));
+    }
+    if let Some(rest) = path.strip_prefix("/admin/") {
+        let rest = rest.to_owned();
+        return crate::admin::handle(shared, req, &rest).await;
     }
     if let Some(component) = shared.websockets.get(&path) {
         return crate::websocket::upgrade(shared, component, req);

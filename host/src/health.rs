@@ -11,7 +11,9 @@ use crate::runtime::Shared;
 pub fn component(c: &LoadedComponent) -> Value {
     json!({
         "status": c.status(),
-        "version": c.sha256,
+        "version": c.current().sha256,
+        "previousVersion": c.previous().map(|v| v.sha256.clone()),
+        "swaps": c.swaps.load(Ordering::Relaxed),
         "instances": c.instances.len(),
         "handled": c.stats.handled.load(Ordering::Relaxed),
         "failed": c.stats.failed.load(Ordering::Relaxed),

@@ -16,6 +16,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod bindings;
 pub mod bus;
@@ -28,6 +29,8 @@ pub mod gateway;
 pub mod health;
 pub mod hub;
 pub mod limits;
+pub mod loader;
+pub mod reload;
 pub mod runtime;
 pub mod state;
 pub mod stderr;

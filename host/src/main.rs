@@ -16,12 +16,18 @@ usage:
   weft keys rotate [--config …]          add a new signing key; older keys keep
                                          verifying until their files are removed;
                                          restart the host to use it
+  weft reload <component> [file.wasm] [--config …] [--url http://host:port]
+                                         swap a running component to file.wasm
+                                         (default: its configured file, read again)
+  weft rollback <component> [--config …] [--url …]
+                                         return it to the version it ran before
   weft --help
 
 environment:
   WEFT_HTTP_ADDR   gateway address, e.g. 127.0.0.1:8080
   WEFT_DATA_DIR    databases and compiled-component cache
   WEFT_NATS_URL    use NATS instead of the local bus (not in this version)
+  WEFT_WATCH=1     reload every component when its .wasm file changes
   WEFT_LOG         log filter, e.g. info or weft_host=debug
 ";
 
@@ -40,8 +46,12 @@ fn main() -> anyhow::Result<()> {
             _ => bail!("usage: weft keys list|rotate [--config <runtime.toml>]"),
         }
     }
+    // reload / rollback: the component, then (reload only) an optional file.
+    let mut positional = Vec::new();
+    let mut url = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--url" => url = Some(args.next().context("--url needs an address")?),
             "-c" | "--config" => {
                 config_path = args
                     .next()
@@ -51,6 +61,9 @@ fn main() -> anyhow::Result<()> {
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(());
+            }
+            other if !other.starts_with('-') && (command == "reload" || command == "rollback") => {
+                positional.push(other.to_owned());
             }
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
         }
@@ -100,8 +113,85 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        "reload" | "rollback" => {
+            let (name, file) = match (command.as_str(), positional.as_slice()) {
+                ("reload", [name]) => (name, None),
+                ("reload", [name, file]) => (name, Some(PathBuf::from(file))),
+                ("rollback", [name]) => (name, None),
+                _ => bail!(
+                    "usage: weft {command} <component>{}  [--config …] [--url …]",
+                    if command == "reload" {
+                        " [file.wasm]"
+                    } else {
+                        ""
+                    }
+                ),
+            };
+            let body = match &file {
+                Some(path) => std::fs::read(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+                None => Vec::new(),
+            };
+            let base = url.unwrap_or_else(|| format!("http://{}", config.http.addr));
+            let tokens = weft_host::auth::TokenService::load(&config.auth, &config.data.dir)?;
+            let token = tokens.issue("weft-cli", "weft", &["admin".to_owned()])?;
+            let path = format!("/admin/components/{name}/{command}");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(admin_call(&base, &path, body, &token.access_token))
+        }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
+}
+
+/// POSTs `body` to the running host's admin API and prints the outcome.
+async fn admin_call(base: &str, path: &str, body: Vec<u8>, token: &str) -> anyhow::Result<()> {
+    use http_body_util::BodyExt;
+    let authority = base
+        .strip_prefix("http://")
+        .context("--url must start with http://")?
+        .trim_end_matches('/')
+        .to_owned();
+    let stream = tokio::net::TcpStream::connect(&authority)
+        .await
+        .with_context(|| format!("no weft host answers at {base}; is it running (`just run`)?"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, authority.as_str())
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/wasm")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let text = response.into_body().collect().await?.to_bytes();
+    let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+    if !status.is_success() {
+        let message = answer["error"]["message"].as_str().unwrap_or("no message");
+        bail!("{status}: {message}");
+    }
+    let short = |v: &serde_json::Value| {
+        v.as_str()
+            .unwrap_or("?")
+            .chars()
+            .take(12)
+            .collect::<String>()
+    };
+    println!(
+        "{}: {} → {} in {:.1} ms{}",
+        answer["component"].as_str().unwrap_or("?"),
+        short(&answer["from"]),
+        short(&answer["to"]),
+        answer["tookMs"].as_f64().unwrap_or(0.0),
+        match answer["migrationsApplied"].as_u64() {
+            Some(n) if n > 0 => format!(", {n} migration(s) applied"),
+            _ => String::new(),
+        }
+    );
+    Ok(())
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

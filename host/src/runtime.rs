@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use wasmtime::component::Linker;
 use wasmtime::Engine;
 
 use crate::auth::TokenService;
-use crate::bindings::ServicePre;
 use crate::bus::local::LocalBus;
 use crate::bus::{Bus, Event, EventReceiver, RequestReceiver};
 use crate::component::LoadedComponent;
@@ -22,7 +20,8 @@ use crate::db::Database;
 use crate::engine::{self, EpochTicker, LoadError};
 use crate::gateway;
 use crate::hub::Hub;
-use crate::state::{ComponentCtx, HostState};
+use crate::loader::Loader;
+use crate::state::ComponentCtx;
 
 /// How long shutdown waits for in-flight HTTP requests and queued events.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,6 +95,8 @@ pub struct Shared {
     pub max_body_bytes: usize,
     /// Event and message invocations running now.
     pub busy: AtomicUsize,
+    /// Compiles and links new versions of components (reloads).
+    pub loader: Loader,
 }
 
 /// A running host. Drop it, or better call [`Host::shutdown`].
@@ -138,15 +139,12 @@ impl Host {
         let ticker = sandbox
             .epoch_interruption
             .then(|| EpochTicker::start(&engine));
-        let mut linker = Linker::<HostState>::new(&engine);
-        crate::capabilities::add_to_linker(&mut linker)
-            .map_err(|e| StartError::Setup(format!("linker: {e:#}")))?;
         let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.bus.queue_capacity));
         let tokens = Arc::new(
             TokenService::load(&config.auth, &config.data.dir)
                 .map_err(|e| StartError::Setup(e.to_string()))?,
         );
-        let cache_dir = config.data.dir.join("cache");
+        let loader = Loader::new(engine.clone(), config.data.dir.join("cache"))?;
 
         let mut components = BTreeMap::new();
         let mut routes = HashMap::new();
@@ -155,21 +153,8 @@ impl Host {
         let mut subscriptions = Vec::new();
         for (name, cc) in &config.components {
             let t = Instant::now();
-            let loaded = engine::load_file(&engine, &cc.wasm, &cache_dir).map_err(|source| {
-                StartError::Load {
-                    name: name.clone(),
-                    source,
-                }
-            })?;
-            let world_err = |e: wasmtime::Error| StartError::World {
-                name: name.clone(),
-                message: format!("{e:#}"),
-            };
-            check_imports(name, &loaded.component, &engine, &cc.grants)?;
-            let pre = linker
-                .instantiate_pre(&loaded.component)
-                .map_err(world_err)?;
-            let pre = ServicePre::new(pre).map_err(world_err)?;
+            let prepared = loader.prepare_file(name, &cc.wasm, &cc.grants)?;
+            let sha256 = prepared.version.sha256.clone();
             let db_err = |message: String| StartError::Database {
                 name: name.clone(),
                 message,
@@ -186,18 +171,18 @@ impl Host {
                 grants: cc.grants.clone(),
                 limits,
                 sandbox,
+                wasm: cc.wasm.clone(),
                 tokens: tokens.clone(),
                 hub: Arc::new(Hub::default()),
             });
             let component = Arc::new(LoadedComponent::new(
                 ctx,
-                pre,
-                loaded.sha256.clone(),
+                prepared.version,
                 cc.retry.resolve(&config.retry),
                 cc.replicas,
             ));
             let migrations = component
-                .migrations()
+                .migrations(component.current())
                 .await
                 .map_err(|e| db_err(format!("cannot list migrations: {e}")))?;
             let applied = db
@@ -206,8 +191,8 @@ impl Host {
                 .map_err(|e| db_err(e.to_string()))?;
             tracing::info!(
                 component = %name,
-                version = %&loaded.sha256[..12],
-                cached = loaded.cached,
+                version = %&sha256[..12],
+                cached = prepared.cached,
                 migrations_applied = applied,
                 replicas = cc.replicas,
                 "loaded in {:.1} ms",
@@ -252,6 +237,7 @@ impl Host {
             tokens,
             max_body_bytes: config.http.max_body_bytes,
             busy: AtomicUsize::new(0),
+            loader,
         });
 
         let mut workers = JoinSet::new();
@@ -274,6 +260,15 @@ impl Host {
 
         let (stop_timers, stop_timers_rx) = watch::channel(false);
         let mut timer_tasks = JoinSet::new();
+        for (name, cc) in &config.components {
+            if cc.watch {
+                timer_tasks.spawn(crate::reload::watch_file(
+                    shared.clone(),
+                    name.clone(),
+                    stop_timers_rx.clone(),
+                ));
+            }
+        }
         for (component, timer, every) in timers {
             timer_tasks.spawn(timer_loop(
                 shared.clone(),
@@ -336,6 +331,26 @@ impl Host {
         &self.shared
     }
 
+    /// Swaps component `name` to the `.wasm` `bytes` (or, with `None`, to
+    /// its configured file read again) while it runs; see
+    /// [`crate::reload`]. On error the old version goes on serving.
+    pub async fn reload(
+        &self,
+        name: &str,
+        bytes: Option<Vec<u8>>,
+    ) -> Result<crate::reload::Swapped, crate::reload::ReloadError> {
+        crate::reload::reload(&self.shared, name, bytes).await
+    }
+
+    /// Returns component `name` to the version it ran before the last
+    /// swap.
+    pub async fn rollback(
+        &self,
+        name: &str,
+    ) -> Result<crate::reload::Swapped, crate::reload::ReloadError> {
+        crate::reload::rollback(&self.shared, name).await
+    }
+
     /// Stops taking work, lets in-flight requests and queued events finish
     /// (up to [`DRAIN_TIMEOUT`] each), then flushes every database.
     pub async fn shutdown(mut self) {
@@ -383,34 +398,6 @@ impl Host {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
-}
-
-/// Refuses a component that imports an interface whose every function its
-/// grants deny: better a clear error at start than `denied` on first use.
-/// (Guest toolchains drop imports a component never calls, so an import
-/// means the component means to use it.)
-fn check_imports(
-    name: &str,
-    component: &wasmtime::component::Component,
-    engine: &Engine,
-    grants: &crate::config::Grants,
-) -> Result<(), StartError> {
-    for (import, _) in component.component_type().imports(engine) {
-        let interface = import.split('@').next().unwrap_or(import);
-        let why = match interface {
-            "weft:service/realtime" if !grants.push => "`grants.push` is not set",
-            "weft:service/messaging" if grants.publish.is_empty() && grants.request.is_empty() => {
-                "neither `grants.publish` nor `grants.request` lists anything"
-            }
-            _ => continue,
-        };
-        return Err(StartError::NotGranted {
-            name: name.to_owned(),
-            import: interface.to_owned(),
-            why: why.to_owned(),
-        });
-    }
-    Ok(())
 }
 
 /// Calls `on-timer(name)` every `every` until `stop` turns true. Ticks

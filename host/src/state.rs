@@ -35,6 +35,9 @@ pub struct ComponentCtx {
     pub limits: ResolvedLimits,
     /// Which guards are on (all of them, outside benchmarks).
     pub sandbox: crate::engine::Sandbox,
+    /// The `.wasm` file it was configured with (what a reload without
+    /// bytes, or the file watcher, reads).
+    pub wasm: std::path::PathBuf,
     /// The host's token service (issuing needs a grant).
     pub tokens: Arc<TokenService>,
     /// Its WebSocket clients.

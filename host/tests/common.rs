@@ -21,6 +21,14 @@ pub fn wasm(name: &str) -> PathBuf {
     path
 }
 
+/// The start of every test runtime.toml: version, a free port, `data_dir`.
+pub fn header(data_dir: &Path) -> String {
+    format!(
+        "version = 1\n[http]\naddr = \"127.0.0.1:0\"\n[data]\ndir = \"{}\"\n",
+        data_dir.display()
+    )
+}
+
 /// The buildings / workflows / alarms system plus iam (for tokens) and lgm,
 /// with `extra` TOML appended (more components, or workflows replaced).
 pub fn buildings_config(data_dir: &Path, with_workflows: bool, extra: &str) -> String {
@@ -33,13 +41,7 @@ pub fn buildings_config(data_dir: &Path, with_workflows: bool, extra: &str) -> S
         String::new()
     };
     format!(
-        r#"
-version = 1
-[http]
-addr = "127.0.0.1:0"
-[data]
-dir = "{data}"
-[retry]
+        r#"{header}[retry]
 backoff_ms = 50
 {iam_and_lgm}[components.buildings]
 wasm = "{buildings}"
@@ -65,7 +67,7 @@ publish = ["alarm.processed"]
 {workflows}
 {extra}
 "#,
-        data = data_dir.display(),
+        header = header(data_dir),
         iam_and_lgm = iam_and_lgm(),
         buildings = wasm("buildings").display(),
         alarmgen = wasm("alarmgen").display(),

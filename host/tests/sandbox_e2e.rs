@@ -20,13 +20,7 @@ const HOSTILE_LIMITS: &str =
 
 fn config(dir: &std::path::Path, hostile_limits: &str, hostile_grants: &str) -> String {
     format!(
-        r#"
-version = 1
-[http]
-addr = "127.0.0.1:0"
-[data]
-dir = "{data}"
-[components.hostile]
+        r#"{header}[components.hostile]
 wasm = "{hostile}"
 serve = ["hostile.echo"]
 [components.hostile.limits]
@@ -38,7 +32,7 @@ wasm = "{faulty}"
 [components.faulty.grants]
 publish = ["faulty.noted"]
 "#,
-        data = dir.display(),
+        header = common::header(dir),
         hostile = wasm("hostile").display(),
         faulty = wasm("faulty").display(),
     )

@@ -3,6 +3,8 @@
 //!
 //! Routes (below its prefix):
 //! - `GET /ok` → 200 `{"ok":true}`
+//! - `GET /version` → 200 `{"version": "weft-test-version:1"}` (see
+//!   [`VERSION`])
 //! - `GET /trap` → traps (a panic)
 //! - `GET /loop` → spins forever (for epoch deadlines)
 //! - `POST /note` → stores the request body (as text) as a note, emits
@@ -32,6 +34,17 @@ use serde_json::{json, Map, Value as Json};
 use weft_sdk::db::{self, Value};
 use weft_sdk::{config, events, http, messaging, Error, Event, Guest, Request, Response};
 
+/// Which build of faulty this is. Hot-swap tests patch these bytes in the
+/// built `.wasm` to make a second version (`…:2`) that answers differently,
+/// or one whose migrations fail (`…:X`), without building the crate twice.
+/// Read through `black_box` so that the text stays in the data section and
+/// is compared at run time.
+pub const VERSION: &str = "weft-test-version:1";
+
+fn version() -> &'static str {
+    std::hint::black_box(VERSION)
+}
+
 /// How long `faulty.relay` waits for `faulty.echo`.
 const RELAY_TIMEOUT_MS: u32 = 1000;
 
@@ -39,7 +52,12 @@ struct Faulty;
 
 impl Guest for Faulty {
     fn migrations() -> Vec<String> {
-        vec!["CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into()]
+        let mut migrations = vec!["CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)".into()];
+        if version().ends_with(":X") {
+            // The broken build: its second migration cannot apply.
+            migrations.push("CREATE TABLE notes (id INTEGER)".into());
+        }
+        migrations
     }
 
     fn on_event(event: Event) -> Result<(), Error> {
@@ -77,6 +95,7 @@ impl Guest for Faulty {
 fn route(request: &Request) -> Result<Response, Response> {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/ok") => Ok(http::json(200, &json!({"ok": true}))),
+        ("GET", "/version") => Ok(http::json(200, &json!({"version": version()}))),
         ("GET", "/trap") => panic!("faulty: trap requested"),
         ("GET", "/loop") => spin(),
         ("POST", "/note") => {
