@@ -39,7 +39,7 @@ dev: build
         fi
     done
 
-# Formatting, lints, the components' own unit tests, and every host test against the real built components.
+# Formatting, lints, the components' own unit tests, every host test against the real built components, and the embedding example.
 test: build-components
     cargo fmt --all -- --check
     cd components && cargo fmt --all -- --check
@@ -47,6 +47,7 @@ test: build-components
     cd components && cargo clippy --workspace --all-targets -- -D warnings
     cd components && cargo test --workspace
     cargo test --workspace
+    cargo run -q -p weft_host --example embed
 
 # Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; what the sandbox costs; hot swap.
 bench: build-components

@@ -399,6 +399,11 @@ fn allowed(patterns: &[String], subject: &str) -> bool {
 pub struct ComponentConfig {
     /// Path of the `.wasm` component.
     pub wasm: PathBuf,
+    /// The component's bytes, when an embedding program hands them over
+    /// instead of a file (see [`ComponentConfig::from_bytes`]); then `wasm`
+    /// only names it in messages.
+    #[serde(skip)]
+    pub wasm_bytes: Option<std::sync::Arc<[u8]>>,
     /// HTTP route prefix (`iam` mounts the component at `/iam/...`); defaults
     /// to the component's name. `""` means no HTTP routes.
     pub route: Option<String>,
@@ -439,6 +444,94 @@ pub struct ComponentConfig {
 }
 
 impl ComponentConfig {
+    /// A component loaded from the `.wasm` file at `path`, with every
+    /// setting at its default (route = its name, no subscriptions, one
+    /// replica, nothing granted).
+    pub fn from_file(path: impl Into<PathBuf>) -> ComponentConfig {
+        ComponentConfig {
+            wasm: path.into(),
+            wasm_bytes: None,
+            route: None,
+            subscribe: Vec::new(),
+            serve: Vec::new(),
+            replicas: 1,
+            limits: Limits::default(),
+            retry: Retry::default(),
+            grants: Grants::default(),
+            timers: BTreeMap::new(),
+            websocket: None,
+            config: BTreeMap::new(),
+            watch: false,
+        }
+    }
+
+    /// A component from its `.wasm` bytes (e.g. `include_bytes!`), with
+    /// every setting at its default.
+    pub fn from_bytes(bytes: impl Into<std::sync::Arc<[u8]>>) -> ComponentConfig {
+        ComponentConfig {
+            wasm_bytes: Some(bytes.into()),
+            ..ComponentConfig::from_file("<bytes>")
+        }
+    }
+
+    /// Mounts it at `/<prefix>/…`; `""` for no HTTP routes.
+    pub fn route(mut self, prefix: &str) -> Self {
+        self.route = Some(prefix.to_owned());
+        self
+    }
+
+    /// Event types it receives (patterns as in `runtime.toml`).
+    pub fn subscribe<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.subscribe.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Request-reply subjects it answers.
+    pub fn serve<S: Into<String>>(mut self, subjects: impl IntoIterator<Item = S>) -> Self {
+        self.serve.extend(subjects.into_iter().map(Into::into));
+        self
+    }
+
+    /// Event types it may publish (`grants.publish`).
+    pub fn publish<S: Into<String>>(mut self, patterns: impl IntoIterator<Item = S>) -> Self {
+        self.grants
+            .publish
+            .extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// Subjects it may call by request-reply (`grants.request`).
+    pub fn request<S: Into<String>>(mut self, subjects: impl IntoIterator<Item = S>) -> Self {
+        self.grants
+            .request
+            .extend(subjects.into_iter().map(Into::into));
+        self
+    }
+
+    /// May ask the host to issue access tokens (`grants.issue_tokens`).
+    pub fn issue_tokens(mut self) -> Self {
+        self.grants.issue_tokens = true;
+        self
+    }
+
+    /// May push to its WebSocket clients (`grants.push`).
+    pub fn push(mut self) -> Self {
+        self.grants.push = true;
+        self
+    }
+
+    /// How many instances run it.
+    pub fn replicas(mut self, n: usize) -> Self {
+        self.replicas = n;
+        self
+    }
+
+    /// A value it reads through the `config` interface.
+    pub fn config_value(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        self.config.insert(key.to_owned(), value.into());
+        self
+    }
+
     /// The route prefix, without slashes, or `None` for no HTTP routes.
     pub fn route_prefix<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         let route = self.route.as_deref().unwrap_or(name).trim_matches('/');

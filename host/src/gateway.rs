@@ -152,6 +152,38 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, correlation: &str) 
     if let Some(component) = shared.websockets.get(&path) {
         return crate::websocket::upgrade(shared, component, req);
     }
+    to_component(shared, req, &path, correlation).await
+}
+
+/// Serves one request inside the process, with no socket: what
+/// [`crate::Host::call`] does. The same routing, guard, body cap, health
+/// answers and error bodies as over HTTP; no WebSocket upgrades and no
+/// admin API (an embedding program has [`crate::Host::reload`]).
+pub async fn handle_in_process(shared: &Shared, req: Request<Full<Bytes>>) -> Response<Body> {
+    let correlation = correlation_id(&req);
+    let path = req.uri().path().to_owned();
+    let mut response = if path == "/health" {
+        json_response(StatusCode::OK, &health::overall(shared))
+    } else {
+        to_component(shared, req, &path, &correlation).await
+    };
+    if let Ok(value) = HeaderValue::from_str(&correlation) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+/// Routes `/<prefix>/<rest>` to the component mounted at `prefix`.
+async fn to_component<B>(
+    shared: &Shared,
+    req: Request<B>,
+    path: &str,
+    correlation: &str,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let trimmed = path.trim_start_matches('/');
     let (prefix, rest) = match trimmed.find('/') {
         Some(i) => (&trimmed[..i], &trimmed[i..]),
@@ -171,13 +203,17 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>, correlation: &str) 
     invoke(shared, component, req, rest, correlation).await
 }
 
-async fn invoke(
+async fn invoke<B>(
     shared: &Shared,
     component: &LoadedComponent,
-    req: Request<Incoming>,
+    req: Request<B>,
     path: String,
     correlation: &str,
-) -> Response<Body> {
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let max = shared.max_body_bytes.min(component.limits().max_body_bytes);
     let too_large = || {
         error_response(

@@ -6,19 +6,57 @@
 //! invocation as one transaction whose events are dispatched only after it
 //! commits.
 //!
+//! Two ways in: [`Host::start`] with a `runtime.toml` (what the `weft`
+//! binary does), or [`HostBuilder`] from code — components from files or
+//! bytes, with or without an HTTP listener — for a program that embeds the
+//! host, calls its components in process and reacts to their events:
+//!
 //! ```no_run
+//! use std::time::Duration;
+//! use weft_host::http::{Bytes, Request};
+//! use weft_host::{ComponentConfig, HostBuilder};
+//!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = weft_host::config::Config::load(std::path::Path::new("runtime.toml"))?;
-//! let host = weft_host::Host::start(config).await?;
-//! println!("serving on {:?}", host.http_addr());
+//! let built = "components/target/wasm32-wasip2/release";
+//! let host = HostBuilder::new()
+//!     .data_dir("/tmp/my-app-weft")
+//!     .component(
+//!         "iam",
+//!         ComponentConfig::from_file(format!("{built}/iam.wasm"))
+//!             .publish(["user.registered"]),
+//!     )
+//!     .start()
+//!     .await?;
+//! let registered = host.subscribe(&["user.registered"])?;
+//!
+//! // An HTTP request to a component, in process: no socket.
+//! let request = Request::post("/iam/register")
+//!     .header("content-type", "application/json")
+//!     .body(Bytes::from(
+//!         r#"{"username":"ada","email":"ada@example.com","password":"correct horse battery"}"#,
+//!     ))?;
+//! let response = host.call(request).await;
+//! assert_eq!(response.status(), 201);
+//!
+//! // React to the component's events.
+//! let event = tokio::time::timeout(Duration::from_secs(5), registered.recv()).await??;
+//! println!("{} {}", event.event_type, event.data);
+//!
 //! host.shutdown().await;
 //! # Ok(()) }
 //! ```
+//!
+//! The embedding API: [`HostBuilder`], [`Host::call`], [`Host::publish`],
+//! [`Host::request`], [`Host::subscribe`], [`Host::reload`],
+//! [`Host::rollback`], [`Host::shutdown`]. Errors are typed enums:
+//! [`StartError`], [`PublishError`], [`bus::BusError`],
+//! [`reload::ReloadError`].
 #![deny(missing_docs)]
 
 pub mod admin;
 pub mod auth;
 pub mod bindings;
+pub mod builder;
 pub mod bus;
 pub mod capabilities;
 pub mod component;
@@ -37,4 +75,12 @@ pub mod stderr;
 pub mod time;
 pub mod websocket;
 
-pub use runtime::{Host, StartError};
+pub use builder::HostBuilder;
+
+/// The HTTP types [`Host::call`] takes and returns.
+pub mod http {
+    pub use bytes::Bytes;
+    pub use hyper::{header, Method, Request, Response, StatusCode};
+}
+pub use config::ComponentConfig;
+pub use runtime::{Host, PublishError, StartError};

@@ -84,6 +84,18 @@ impl Loader {
         })
     }
 
+    /// Prepares a configured component: its in-memory bytes, or its file.
+    pub fn prepare_configured(
+        &self,
+        name: &str,
+        component: &crate::config::ComponentConfig,
+    ) -> Result<Prepared, StartError> {
+        match &component.wasm_bytes {
+            Some(bytes) => self.prepare(name, bytes, &component.grants),
+            None => self.prepare_file(name, &component.wasm, &component.grants),
+        }
+    }
+
     /// Reads `path` and [`Loader::prepare`]s it.
     pub fn prepare_file(
         &self,

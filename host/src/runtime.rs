@@ -29,6 +29,9 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failures while starting a host.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The configuration does not make sense (from [`crate::HostBuilder`]).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The configuration asks for something this host cannot do.
     #[error("{0}")]
     Unsupported(String),
@@ -77,6 +80,17 @@ pub enum StartError {
     /// Something else in the host's setup.
     #[error("{0}")]
     Setup(String),
+}
+
+/// Failures of [`Host::publish`].
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The event type or data is not acceptable.
+    #[error("invalid event: {0}")]
+    Invalid(#[from] crate::bus::envelope::EnvelopeError),
+    /// The bus refused it (it is shutting down).
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
 }
 
 /// What the gateway and the workers share.
@@ -153,7 +167,7 @@ impl Host {
         let mut subscriptions = Vec::new();
         for (name, cc) in &config.components {
             let t = Instant::now();
-            let prepared = loader.prepare_file(name, &cc.wasm, &cc.grants)?;
+            let prepared = loader.prepare_configured(name, cc)?;
             let sha256 = prepared.version.sha256.clone();
             let db_err = |message: String| StartError::Database {
                 name: name.clone(),
@@ -329,6 +343,71 @@ impl Host {
     /// What the gateway and workers share (components, bus).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Publishes an event as the embedding program (`source` = `host`): it
+    /// reaches every component that subscribed to its type, like an event a
+    /// component published. Returns the event's id.
+    pub async fn publish(
+        &self,
+        event_type: &str,
+        data: serde_json::Value,
+    ) -> Result<String, PublishError> {
+        let event = Event {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: event_type.to_owned(),
+            source: "host".into(),
+            data,
+            timestamp: crate::time::now_rfc3339(),
+            correlation_id: uuid::Uuid::new_v4().to_string(),
+            causation_id: None,
+        };
+        crate::bus::envelope::check(&event)?;
+        let id = event.id.clone();
+        self.shared.bus.publish(vec![Arc::new(event)]).await?;
+        Ok(id)
+    }
+
+    /// Calls `subject` by request-reply, as a component would, and waits up
+    /// to `timeout` for the answer.
+    pub async fn request(
+        &self,
+        subject: &str,
+        payload: &str,
+        timeout: Duration,
+    ) -> Result<String, crate::bus::BusError> {
+        let correlation = uuid::Uuid::new_v4().to_string();
+        self.shared
+            .bus
+            .request(subject, payload.to_owned(), correlation, timeout)
+            .await
+    }
+
+    /// Sends an HTTP request to a component inside the process, without a
+    /// socket (the gateway need not listen): `/iam/register` reaches the
+    /// component mounted at `iam`, with the same token guard, body cap and
+    /// error bodies as over HTTP.
+    pub async fn call(
+        &self,
+        request: hyper::Request<bytes::Bytes>,
+    ) -> hyper::Response<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        let request = request.map(http_body_util::Full::new);
+        let response = gateway::handle_in_process(&self.shared, request).await;
+        let (parts, body) = response.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        hyper::Response::from_parts(parts, body)
+    }
+
+    /// Receives, from now on, every event whose type matches `patterns`
+    /// (as `subscribe` in `runtime.toml`). Keep reading it: a full queue
+    /// slows publishers down. Dropping it unsubscribes.
+    pub fn subscribe(&self, patterns: &[&str]) -> Result<EventReceiver, crate::bus::BusError> {
+        let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
+        self.shared.bus.subscribe("host", &patterns)
     }
 
     /// Swaps component `name` to the `.wasm` `bytes` (or, with `None`, to
