@@ -49,6 +49,12 @@ test: build-components
     cargo test --workspace
     cargo run -q -p weft_host --example embed
 
+# One component's own tests: its native unit tests, then its tests through the host's harness (weft_host::testing).
+test-component name:
+    bash components/build.sh {{name}}
+    cd components && cargo test -p {{name}}
+    cargo test -p weft_host --test component-{{name}}
+
 # Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; what the sandbox costs; hot swap.
 bench: build-components
     cargo bench -p weft_host --bench throughput

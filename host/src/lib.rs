@@ -63,6 +63,7 @@ pub mod component;
 pub mod config;
 pub mod db;
 pub mod engine;
+pub mod fakes;
 pub mod gateway;
 pub mod health;
 pub mod hub;
@@ -72,6 +73,7 @@ pub mod reload;
 pub mod runtime;
 pub mod state;
 pub mod stderr;
+pub mod testing;
 pub mod time;
 pub mod websocket;
 

@@ -82,6 +82,18 @@ pub enum StartError {
     Setup(String),
 }
 
+/// What [`Host::start`] takes beyond the configuration, for benchmarks and
+/// component tests.
+#[derive(Default)]
+pub(crate) struct StartOptions {
+    /// The guards (all on, outside benchmarks).
+    pub sandbox: engine::Sandbox,
+    /// A bus of the caller's (the capturing bus of component tests).
+    pub bus: Option<Arc<dyn Bus>>,
+    /// A fake clock and seeded randomness.
+    pub fakes: Option<Arc<crate::fakes::Fakes>>,
+}
+
 /// Failures of [`Host::publish`].
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -141,6 +153,26 @@ impl Host {
         config: Config,
         sandbox: engine::Sandbox,
     ) -> Result<Host, StartError> {
+        Host::start_with(
+            config,
+            StartOptions {
+                sandbox,
+                ..StartOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts with what only benchmarks and component tests change.
+    pub(crate) async fn start_with(
+        config: Config,
+        options: StartOptions,
+    ) -> Result<Host, StartError> {
+        let StartOptions {
+            sandbox,
+            bus,
+            fakes,
+        } = options;
         let started = Instant::now();
         if config.bus.kind == BusKind::Nats {
             return Err(StartError::Unsupported(
@@ -153,7 +185,8 @@ impl Host {
         let ticker = sandbox
             .epoch_interruption
             .then(|| EpochTicker::start(&engine));
-        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(config.bus.queue_capacity));
+        let bus: Arc<dyn Bus> =
+            bus.unwrap_or_else(|| Arc::new(LocalBus::new(config.bus.queue_capacity)));
         let tokens = Arc::new(
             TokenService::load(&config.auth, &config.data.dir)
                 .map_err(|e| StartError::Setup(e.to_string()))?,
@@ -185,6 +218,7 @@ impl Host {
                 grants: cc.grants.clone(),
                 limits,
                 sandbox,
+                fakes: fakes.clone(),
                 wasm: cc.wasm.clone(),
                 tokens: tokens.clone(),
                 hub: Arc::new(Hub::default()),

@@ -35,6 +35,8 @@ pub struct ComponentCtx {
     pub limits: ResolvedLimits,
     /// Which guards are on (all of them, outside benchmarks).
     pub sandbox: crate::engine::Sandbox,
+    /// A fake clock and seeded randomness, in component tests only.
+    pub fakes: Option<Arc<crate::fakes::Fakes>>,
     /// The `.wasm` file it was configured with (what a reload without
     /// bytes, or the file watcher, reads).
     pub wasm: std::path::PathBuf,
@@ -106,7 +108,15 @@ impl HostState {
         // Guests get no files, no environment and no network: only clocks,
         // randomness and a stderr kept for the log (see crate::stderr).
         let stderr = GuestStderr::default();
-        let wasi = WasiCtx::builder().stderr(stderr.clone()).build();
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
+        if let Some(fakes) = &inv.component.fakes {
+            wasi.wall_clock(fakes.clock.clone())
+                .monotonic_clock(fakes.clock.clone())
+                .secure_random(fakes.next_random())
+                .insecure_random(fakes.next_random());
+        }
+        let wasi = wasi.build();
         HostState {
             stderr,
             wasi,
@@ -150,6 +160,14 @@ impl HostState {
     pub fn host_call_wait(&self) -> std::time::Duration {
         let left = self.inv.deadline.saturating_duration_since(Instant::now());
         self.inv.component.limits.host_call_timeout.min(left)
+    }
+
+    /// Now, for the host's own timestamps (the fake clock in tests).
+    pub fn now_rfc3339(&self) -> String {
+        match &self.inv.component.fakes {
+            Some(fakes) => fakes.clock.rfc3339(),
+            None => crate::time::now_rfc3339(),
+        }
     }
 
     /// Ends the invocation successfully: commits its writes, then hands back

@@ -7,7 +7,6 @@ use crate::bindings::weft::service::messaging::Host;
 use crate::bindings::GuestError;
 use crate::bus::{subject, BusError, Event};
 use crate::state::{HostState, MAX_EVENTS_PER_INVOCATION};
-use crate::time::now_rfc3339;
 
 impl From<BusError> for GuestError {
     fn from(e: BusError) -> GuestError {
@@ -75,7 +74,7 @@ fn new_event(state: &HostState, event_type: &str, data: &str) -> Result<Event, G
         event_type: event_type.to_owned(),
         source: state.inv.component.name.clone(),
         data,
-        timestamp: now_rfc3339(),
+        timestamp: state.now_rfc3339(),
         correlation_id: state.inv.correlation_id.clone(),
         causation_id: state.inv.causation_id.clone(),
     })
