@@ -71,6 +71,7 @@ pub mod limits;
 pub mod loader;
 pub mod reload;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;
 pub mod stderr;
 pub mod testing;

@@ -21,6 +21,9 @@ usage:
                                          (default: its configured file, read again)
   weft rollback <component> [--config …] [--url …]
                                          return it to the version it ran before
+  weft new <name>                        create components/<name> (a handler and its
+                                         tests) and wire it in; run from the
+                                         project's top folder
   weft --help
 
 environment:
@@ -39,6 +42,21 @@ fn main() -> anyhow::Result<()> {
         if !first.starts_with('-') {
             command = args.next().unwrap_or_default();
         }
+    }
+    if command == "new" {
+        let name = match (args.next(), args.next()) {
+            (Some(name), None) => name,
+            _ => bail!("usage: weft new <name>"),
+        };
+        let created = weft_host::scaffold::new_component(std::path::Path::new("."), &name)?;
+        for file in &created.files {
+            println!("created {}", file.display());
+        }
+        for file in &created.edited {
+            println!("added {name} to {}", file.display());
+        }
+        println!("next: just test-component {name}");
+        return Ok(());
     }
     if command == "keys" {
         match args.next().as_deref() {
