@@ -205,6 +205,7 @@ fn select(filter: &Filter) -> (String, Vec<Value>) {
             ),
             ("org_id = ?", filter.org_id.as_ref().map(Value::from)),
         ],
+        "seq DESC",
         filter.limit,
     )
 }

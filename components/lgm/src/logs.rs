@@ -75,6 +75,12 @@ fn visible_user(caller: &Caller) -> Option<String> {
     }
 }
 
+/// Newest first by the event's own time, not by arrival: a retried or late
+/// delivery takes its place in time (the contract lists logs in time
+/// order). `julianday` reads RFC 3339 with or without fractions, which a
+/// text comparison would misorder; arrival breaks ties.
+const NEWEST_FIRST: &str = "julianday(timestamp) DESC, seq DESC";
+
 /// The SQL and its parameters selecting `filter`'s events, newest first.
 fn select(filter: &Filter) -> (String, Vec<Value>) {
     db::newest_first(
@@ -91,6 +97,7 @@ fn select(filter: &Filter) -> (String, Vec<Value>) {
             ("source = ?", filter.source.as_ref().map(Value::from)),
             ("user_id = ?", filter.user_id.as_ref().map(Value::from)),
         ],
+        NEWEST_FIRST,
         filter.limit,
     )
 }
@@ -197,7 +204,7 @@ mod tests {
             limit: 5,
             ..Filter::default()
         });
-        assert!(sql.ends_with("WHERE event_type = ?1 AND user_id = ?2 ORDER BY seq DESC LIMIT ?3"));
+        assert!(sql.ends_with("WHERE event_type = ?1 AND user_id = ?2 ORDER BY julianday(timestamp) DESC, seq DESC LIMIT ?3"));
         assert_eq!(
             params,
             vec![Value::from("a.b"), Value::from("u1"), Value::from(5_i64)]
@@ -207,7 +214,7 @@ mod tests {
             limit: 100,
             ..Filter::default()
         });
-        assert!(sql.ends_with("FROM events ORDER BY seq DESC LIMIT ?1"));
+        assert!(sql.ends_with("FROM events ORDER BY julianday(timestamp) DESC, seq DESC LIMIT ?1"));
         assert_eq!(params.len(), 1);
     }
 }

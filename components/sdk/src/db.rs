@@ -45,13 +45,15 @@ pub fn json_text(value: &impl Serialize) -> Result<Value, Error> {
         .map_err(|err| Error::Invalid(format!("cannot serialise a JSON column: {err}")))
 }
 
-/// `{select} [WHERE c1 AND c2 …] ORDER BY seq DESC LIMIT ?n` and its
-/// parameters: the newest `limit` rows that meet every condition. A
+/// `{select} [WHERE c1 AND c2 …] ORDER BY {newest} LIMIT ?n` and its
+/// parameters: the newest `limit` rows that meet every condition, where
+/// `newest` orders newest first (`seq DESC` for arrival order). A
 /// condition is SQL with one `?` and the value for it; those whose value is
-/// `None` are left out. The table needs an ascending `seq` column.
+/// `None` are left out.
 pub fn newest_first(
     select: &str,
     conditions: Vec<(&str, Option<Value>)>,
+    newest: &str,
     limit: i64,
 ) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
@@ -68,7 +70,7 @@ pub fn newest_first(
         sql.push_str(&clauses.join(" AND "));
     }
     params.push(Value::from(limit));
-    sql.push_str(&format!(" ORDER BY seq DESC LIMIT ?{}", params.len()));
+    sql.push_str(&format!(" ORDER BY {newest} LIMIT ?{}", params.len()));
     (sql, params)
 }
 

@@ -182,6 +182,7 @@ fn select(filter: &Filter) -> (String, Vec<Value>) {
                 filter.org_id.as_ref().map(Value::from),
             ),
         ],
+        "seq DESC",
         filter.limit,
     )
 }
