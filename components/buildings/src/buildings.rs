@@ -174,7 +174,7 @@ pub fn workflow_timeout_ms(config: Option<&str>) -> u32 {
 /// The workflow in a `workflows.create` reply, checked to be for
 /// `building_id`.
 fn parse_workflow_reply(reply: &str, building_id: &str) -> Result<Workflow, String> {
-    let workflow: Workflow = serde_json::from_str(reply)
+    let workflow: Workflow = weft_sdk::from_json_object(reply)
         .map_err(|err| format!("the `{WORKFLOWS_CREATE}` reply is not a workflow: {err}"))?;
     if workflow.id.is_empty() {
         return Err(format!("the `{WORKFLOWS_CREATE}` reply has an empty id"));

@@ -57,7 +57,8 @@ pub fn compose(event_type: &str, data: &str) -> Result<Option<Draft>, String> {
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(event_type: &str, data: &str) -> Result<T, String> {
-    serde_json::from_str(data).map_err(|err| format!("`{event_type}` data does not fit: {err}"))
+    weft_sdk::from_json_object(data)
+        .map_err(|err| format!("`{event_type}` data does not fit: {err}"))
 }
 
 fn welcome(data: UserRegistered) -> Result<Draft, String> {

@@ -19,7 +19,7 @@ pub fn publish(event_type: &str, data: &impl Serialize) -> Result<String, Error>
 
 /// The event's `data` parsed as `T`; [`Error::Invalid`] when it does not fit.
 pub fn data<T: DeserializeOwned>(event: &Event) -> Result<T, Error> {
-    serde_json::from_str(&event.data).map_err(|err| {
+    crate::from_json_object(&event.data).map_err(|err| {
         Error::Invalid(format!(
             "`{}` event {} has unexpected data: {err}",
             event.event_type, event.id

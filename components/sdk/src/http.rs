@@ -146,7 +146,8 @@ pub fn rollback(err: Error) -> Response {
 /// or does not fit `T` gives a 400 `validation_failed` whose message names
 /// the offending field.
 pub fn parse_json<T: DeserializeOwned>(request: &Request) -> Result<T, Response> {
-    if request.body.iter().all(u8::is_ascii_whitespace) {
+    // serde would fill a struct from a JSON array field by field.
+    if request.body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(validation_failed("the request body must be a JSON object"));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(&request.body);

@@ -96,7 +96,7 @@ pub struct NewWorkflow {
 /// Parses and checks a `workflows.create` payload: `name` (trimmed) and
 /// `buildingId` 1–200 characters, `orgId` optional.
 pub fn parse_create(payload: &str) -> Result<NewWorkflow, String> {
-    let payload: CreatePayload = serde_json::from_str(payload)
+    let payload: CreatePayload = weft_sdk::from_json_object(payload)
         .map_err(|err| format!("`{CREATE_SUBJECT}` payload does not fit: {err}"))?;
     let name = payload.name.trim();
     if name.is_empty() || name.chars().count() > MAX_FIELD_CHARS {
