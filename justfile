@@ -63,9 +63,9 @@ bench: build-components
 
 # Long fuzzing of the host's boundary: HTTP and envelope property tests with `cases` cases, the guest-driven fuzz with `seeds` seeds.
 fuzz cases="20000" seeds="400": build-components
-    PROPTEST_CASES={{cases}} cargo test --release -p weft_host --lib envelope
-    PROPTEST_CASES={{cases}} cargo test --release -p weft_host --test boundary_fuzz
-    WEFT_FUZZ_SEEDS={{seeds}} cargo test --release -p weft_host --test sandbox_e2e random_wit_values
+    PROPTEST_CASES={{cases}} cargo test -p weft_host --lib envelope
+    PROPTEST_CASES={{cases}} cargo test -p weft_host --test boundary_fuzz
+    WEFT_FUZZ_SEEDS={{seeds}} cargo test -p weft_host --test sandbox_e2e random_wit_values
 
 # Remove build outputs and the local data dir.
 clean:
