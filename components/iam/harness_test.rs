@@ -303,7 +303,7 @@ async fn register_rejects_bad_input_with_validation_failed() {
             json!({"username": "ada", "email": ok_email, "password": PASSWORD, "orgID": "x"}),
             "unknown field `orgID`",
         ),
-        ("not an object", json!(["ada"]), "invalid request body"),
+        ("not an object", json!(["ada"]), "must be a JSON object"),
     ];
     for (what, body, names) in cases {
         let (status, answer) = t.send_json("POST", "/register", None, Some(&body)).await;
