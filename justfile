@@ -55,11 +55,12 @@ test-component name:
     cd components && cargo test -p {{name}}
     cargo test -p weft_host --test component-{{name}}
 
-# Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; what the sandbox costs; hot swap.
+# Benchmarks: events/s, HTTP req/s, request-reply, start, registrations; what the sandbox costs; hot swap; durable events.
 bench: build-components
     cargo bench -p weft_host --bench throughput
     cargo bench -p weft_host --bench sandbox
     cargo bench -p weft_host --bench swap
+    cargo bench -p weft_host --bench durable
 
 # Long fuzzing of the host's boundary: HTTP and envelope property tests with `cases` cases, the guest-driven fuzz with `seeds` seeds.
 fuzz cases="20000" seeds="400": build-components
@@ -71,3 +72,9 @@ fuzz cases="20000" seeds="400": build-components
 clean:
     cargo clean
     rm -rf components/target .weft
+
+# Crash test: kill -9 the host `cycles` times under load (registrations, deposits), restart it on the same data, then check every acknowledged write and every event's delivery (exactly once) in the SQLite files.
+crash-test cycles="10":
+    bash components/build.sh iam bpm lgm nsm faulty
+    cargo build --release -p weft_host --bin weft
+    cargo run --release -p weft_host --example crash_test -- --cycles {{cycles}}

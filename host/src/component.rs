@@ -16,10 +16,14 @@ use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{GuestError, GuestEvent, HttpRequest, HttpResponse, ServicePre};
-use crate::bus::Event;
+use crate::bus::Delivery;
 use crate::config::{ResolvedLimits, ResolvedRetry};
-use crate::db::DbError;
+use crate::db::{Batch, DbError, Tx};
 use crate::state::{ComponentCtx, Effects, HostState, Invocation};
+
+/// Host statements run in a delivery batch before its events (see
+/// [`LoadedComponent::deliver`]).
+pub(crate) type Prologue = dyn Fn(&Batch) -> Result<(), DbError> + Sync;
 
 /// Consecutive failures after which a component reports `degraded`.
 pub const DEGRADED_AFTER: u64 = 5;
@@ -60,6 +64,10 @@ pub struct Stats {
     pub failed: AtomicU64,
     /// Failures since the last success.
     pub consecutive_failures: AtomicU64,
+    /// Event deliveries skipped because the inbox had their id.
+    pub duplicates: AtomicU64,
+    /// Failed event deliveries waiting for their next attempt.
+    pub retrying: AtomicU64,
 }
 
 /// What the host calls.
@@ -113,6 +121,10 @@ pub struct LoadedComponent {
     next_instance: AtomicUsize,
     /// HTTP invocations running at once: `concurrency` per replica.
     http_slots: Arc<Semaphore>,
+    /// Failed deliveries waiting for a retry (see `runtime::MAX_RETRYING`).
+    pub retry_slots: Arc<Semaphore>,
+    /// The queue its replicas take events from, if it subscribes.
+    pub events: std::sync::OnceLock<crate::bus::EventReceiver>,
 }
 
 /// Where one invocation comes from.
@@ -152,6 +164,8 @@ impl LoadedComponent {
             stats: Stats::default(),
             next_instance: AtomicUsize::new(0),
             http_slots,
+            retry_slots: Arc::new(Semaphore::new(crate::runtime::MAX_RETRYING)),
+            events: std::sync::OnceLock::new(),
         }
     }
 
@@ -202,6 +216,17 @@ impl LoadedComponent {
         self.instances[i].clone()
     }
 
+    /// Its events not yet handled or settled: queued for it, waiting for a
+    /// retry, and published by it but not yet delivered everywhere.
+    pub fn backlog(&self) -> serde_json::Value {
+        let outbox = self.ctx.outbox.backlog();
+        serde_json::json!({
+            "queued": self.events.get().map_or(0, |q| q.len()),
+            "retrying": self.stats.retrying.load(Ordering::Relaxed),
+            "outbox": outbox.unsent + outbox.unsettled,
+        })
+    }
+
     /// `ok` or `degraded`.
     pub fn status(&self) -> &'static str {
         if self.stats.consecutive_failures.load(Ordering::Relaxed) >= DEGRADED_AFTER {
@@ -224,7 +249,7 @@ impl LoadedComponent {
     pub async fn migrations(&self, version: Arc<Version>) -> Result<Vec<String>, InvokeError> {
         let origin = self.origin("migrations".into());
         let result = self
-            .invoke_inner(&version, origin, Call::Migrations, false)
+            .invoke_inner(&version, origin, Call::Migrations, None)
             .await;
         match result? {
             (Answer::Migrations(list), _) => Ok(list),
@@ -251,9 +276,9 @@ impl LoadedComponent {
             }
         };
         let origin = self.origin(correlation_id);
-        match self.invoke(origin, Call::Http(request), false).await? {
+        match self.invoke(origin, Call::Http(request), None).await? {
             (Answer::Http(response), events) => {
-                self.dispatch(events).await;
+                self.dispatch(events);
                 Ok(response)
             }
             _ => Err(InvokeError::Trap("unexpected answer".into())),
@@ -262,25 +287,68 @@ impl LoadedComponent {
 
     /// Delivers events on replica `instance` as one group commit: each
     /// event's invocation runs in its own savepoint, one after another, and
-    /// one `COMMIT` makes the successful ones durable before any of their
-    /// events is dispatched. Returns the events that failed, with why.
+    /// one `COMMIT` makes the successful ones durable — their writes, the
+    /// events they published (in the outbox) and their ids in the inbox —
+    /// before any of their events is dispatched. An event whose id is in the
+    /// inbox already was handled before and is not run again. Handled and
+    /// duplicate deliveries are settled; the failed ones come back, with why.
     pub async fn handle_events(
         &self,
         instance: &Arc<str>,
-        events: &[Arc<Event>],
-    ) -> Vec<(Arc<Event>, String)> {
-        let all_failed = |why: &str| events.iter().map(|e| (e.clone(), why.to_owned())).collect();
+        deliveries: &[Delivery],
+    ) -> Vec<(Delivery, String)> {
+        self.deliver(instance, deliveries, None).await
+    }
+
+    /// [`LoadedComponent::handle_events`], running `prologue` in the batch's
+    /// transaction first. With a prologue the batch is all or nothing: it
+    /// commits only if every delivery succeeds (a dead letter's replay
+    /// removes the dead letter with it).
+    pub(crate) async fn deliver(
+        &self,
+        instance: &Arc<str>,
+        deliveries: &[Delivery],
+        prologue: Option<&Prologue>,
+    ) -> Vec<(Delivery, String)> {
+        let all_failed = |why: &str| {
+            deliveries
+                .iter()
+                .map(|d| (d.clone(), why.to_owned()))
+                .collect()
+        };
         let batch = match self.ctx.db.begin_batch().await {
             Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(component = self.name(), "cannot start a transaction: {e}");
-                self.count_failures(events.len() as u64, 0);
+                self.count_failures(deliveries.len() as u64, 0);
                 return all_failed(&e.to_string());
             }
         };
-        let mut outbox = Effects::default();
+        if let Some(Err(e)) = prologue.map(|p| p(&batch)) {
+            return all_failed(&e.to_string());
+        }
+        let now = crate::time::unix_secs();
+        let mut effects = Effects::default();
         let mut failed = Vec::new();
-        for event in events {
+        let mut done = Vec::new();
+        for delivery in deliveries {
+            let event = &delivery.event;
+            let savepoint = match batch.savepoint().and_then(|sp| {
+                let first = sp.host(|sql| crate::outbox::first_delivery(sql, &event.id, now))?;
+                Ok((sp, first))
+            }) {
+                Ok((_, false)) => {
+                    tracing::debug!(component = self.name(), event_id = %event.id, "already handled; skipped");
+                    self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+                    done.push(delivery);
+                    continue;
+                }
+                Ok((sp, true)) => sp,
+                Err(e) => {
+                    failed.push((delivery.clone(), e.to_string()));
+                    continue;
+                }
+            };
             let origin = Origin {
                 instance: instance.clone(),
                 correlation_id: event.correlation_id.clone(),
@@ -295,18 +363,27 @@ impl LoadedComponent {
                 correlation_id: event.correlation_id.clone(),
                 causation_id: event.causation_id.clone(),
             });
-            match self.invoke(origin, call, true).await {
-                Ok((_, effects)) => outbox.extend(effects),
-                Err(e) => failed.push((event.clone(), e.to_string())),
+            match self.invoke(origin, call, Some(savepoint)).await {
+                Ok((_, e)) => {
+                    effects.extend(e);
+                    done.push(delivery);
+                }
+                Err(e) => failed.push((delivery.clone(), e.to_string())),
             }
+        }
+        if prologue.is_some() && !failed.is_empty() {
+            return failed; // all or nothing: the batch rolls back
         }
         if let Err(e) = batch.commit().await {
             tracing::error!(component = self.name(), "group commit failed: {e}");
-            let ok = (events.len() - failed.len()) as u64;
+            let ok = (deliveries.len() - failed.len()) as u64;
             self.count_failures(ok, ok);
             return all_failed(&format!("group commit failed: {e}"));
         }
-        self.dispatch(outbox).await;
+        self.dispatch(effects);
+        for delivery in done {
+            delivery.settle();
+        }
         failed
     }
 
@@ -322,20 +399,14 @@ impl LoadedComponent {
             .fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Hands a committed invocation's pushes to the hub and events to the
-    /// bus.
-    async fn dispatch(&self, effects: Effects) {
+    /// Hands a committed invocation's pushes to the hub and its events
+    /// (already in the outbox) to the outbox's relay. Never waits.
+    fn dispatch(&self, effects: Effects) {
         for (user, message) in &effects.pushes {
             self.ctx.hub.push(user, message);
         }
-        if effects.events.is_empty() {
-            return;
-        }
-        let events = effects.events.into_iter().map(Arc::new).collect();
-        if let Err(e) = self.ctx.bus.publish(events).await {
-            // Committed but not delivered: the durable outbox of a later
-            // version closes this gap; for now it is loud.
-            tracing::error!(component = self.name(), "events not dispatched: {e}");
+        if !effects.events.is_empty() {
+            self.ctx.outbox.committed(effects.events);
         }
     }
 
@@ -353,11 +424,11 @@ impl LoadedComponent {
             causation_id: None,
         };
         match self
-            .invoke(origin, Call::Message { subject, payload }, false)
+            .invoke(origin, Call::Message { subject, payload }, None)
             .await?
         {
             (Answer::Message(text), events) => {
-                self.dispatch(events).await;
+                self.dispatch(events);
                 Ok(text)
             }
             _ => Err(InvokeError::Trap("unexpected answer".into())),
@@ -368,9 +439,9 @@ impl LoadedComponent {
     pub async fn handle_timer(&self, name: &str) -> Result<(), InvokeError> {
         let origin = self.origin(uuid::Uuid::new_v4().to_string());
         let (_, effects) = self
-            .invoke(origin, Call::Timer(name.to_owned()), false)
+            .invoke(origin, Call::Timer(name.to_owned()), None)
             .await?;
-        self.dispatch(effects).await;
+        self.dispatch(effects);
         Ok(())
     }
 
@@ -379,7 +450,7 @@ impl LoadedComponent {
         version: &Version,
         origin: Origin,
         deadline: Instant,
-        in_batch: bool,
+        tx: Option<Tx>,
     ) -> Store<HostState> {
         let inv = Invocation {
             component: self.ctx.clone(),
@@ -388,7 +459,7 @@ impl LoadedComponent {
             causation_id: origin.causation_id,
             deadline,
         };
-        let mut store = Store::new(version.pre.engine(), HostState::new(inv, in_batch));
+        let mut store = Store::new(version.pre.engine(), HostState::new(inv, tx));
         let sandbox = self.ctx.sandbox;
         if sandbox.store_limits {
             store.limiter(|s| &mut s.limiter);
@@ -414,10 +485,10 @@ impl LoadedComponent {
         &self,
         origin: Origin,
         call: Call,
-        in_batch: bool,
+        tx: Option<Tx>,
     ) -> Result<(Answer, Effects), InvokeError> {
         let version = self.current();
-        let result = self.invoke_inner(&version, origin, call, in_batch).await;
+        let result = self.invoke_inner(&version, origin, call, tx).await;
         let stats = &self.stats;
         match &result {
             Ok(_) => {
@@ -438,11 +509,11 @@ impl LoadedComponent {
         version: &Version,
         origin: Origin,
         call: Call,
-        in_batch: bool,
+        tx: Option<Tx>,
     ) -> Result<(Answer, Effects), InvokeError> {
         let timeout = self.limits().timeout;
         let deadline = Instant::now() + timeout;
-        let mut store = self.new_store(version, origin, deadline, in_batch);
+        let mut store = self.new_store(version, origin, deadline, tx);
         let run = async {
             let service: crate::bindings::Service =
                 version.pre.instantiate_async(&mut store).await?;

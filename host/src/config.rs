@@ -286,6 +286,10 @@ pub struct Retry {
     /// Delay before the second delivery in ms (default 2000); it doubles for
     /// each further one.
     pub backoff_ms: Option<u64>,
+    /// Each delay is moved at random by up to this share of it, in percent
+    /// (default 20), so that events that failed together do not all come
+    /// back at the same moment.
+    pub jitter_percent: Option<u32>,
 }
 
 /// A retry policy with every value decided.
@@ -295,6 +299,8 @@ pub struct ResolvedRetry {
     pub attempts: u32,
     /// Delay before the second delivery.
     pub backoff: std::time::Duration,
+    /// Random spread of each delay, in percent of it (0–100).
+    pub jitter_percent: u32,
 }
 
 impl Retry {
@@ -305,18 +311,26 @@ impl Retry {
             backoff: std::time::Duration::from_millis(
                 self.backoff_ms.or(defaults.backoff_ms).unwrap_or(2000),
             ),
+            jitter_percent: self
+                .jitter_percent
+                .or(defaults.jitter_percent)
+                .unwrap_or(20)
+                .min(100),
         }
     }
 }
 
 impl ResolvedRetry {
     /// The wait after failed delivery number `attempt` (1-based):
-    /// `backoff × 2^(attempt-1)`.
-    pub fn delay_after(&self, attempt: u32) -> std::time::Duration {
-        self.backoff.saturating_mul(
+    /// `backoff × 2^(attempt-1)`, moved by up to ± `jitter_percent` of it;
+    /// `unit` in [0, 1) picks where (0.5: exactly the middle).
+    pub fn delay_after(&self, attempt: u32, unit: f64) -> std::time::Duration {
+        let base = self.backoff.saturating_mul(
             1u32.checked_shl(attempt.saturating_sub(1))
                 .unwrap_or(u32::MAX),
-        )
+        );
+        let spread = f64::from(self.jitter_percent) / 100.0 * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
+        base.mul_f64((1.0 + spread).max(0.0))
     }
 }
 
@@ -837,16 +851,26 @@ mod tests {
     }
 
     #[test]
-    fn retry_backoff_doubles() {
+    fn retry_backoff_doubles_with_jitter_around_it() {
+        let ms = std::time::Duration::from_millis;
         let r = Retry {
             attempts: None,
             backoff_ms: Some(100),
+            jitter_percent: None,
         }
         .resolve(&Retry::default());
-        assert_eq!(r.attempts, 3);
-        assert_eq!(r.delay_after(1), std::time::Duration::from_millis(100));
-        assert_eq!(r.delay_after(2), std::time::Duration::from_millis(200));
-        assert_eq!(r.delay_after(3), std::time::Duration::from_millis(400));
+        assert_eq!((r.attempts, r.jitter_percent), (3, 20));
+        assert_eq!(r.delay_after(1, 0.5), ms(100));
+        assert_eq!(r.delay_after(2, 0.5), ms(200));
+        assert_eq!(r.delay_after(3, 0.5), ms(400));
+        assert_eq!(r.delay_after(2, 0.0), ms(160));
+        assert_eq!(r.delay_after(2, 1.0), ms(240));
+        let none = Retry {
+            jitter_percent: Some(0),
+            ..Retry::default()
+        }
+        .resolve(&Retry::default());
+        assert_eq!(none.delay_after(1, 0.0), ms(2000));
     }
 
     #[test]

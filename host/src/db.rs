@@ -84,6 +84,11 @@ pub struct Rows {
 struct Worker {
     conn: Connection,
     guest_mode: Arc<AtomicBool>,
+    /// Prefixed to the host's cached statements. The statement cache is
+    /// keyed by SQL text and a cached statement is not authorised again, so
+    /// a guest that sent the same text as a host statement would get it
+    /// unchecked; it cannot guess this per-database nonce.
+    host_prefix: String,
 }
 
 impl Worker {
@@ -106,10 +111,33 @@ struct Inner {
     path: PathBuf,
     synchronous: Synchronous,
     worker: std::sync::Mutex<Worker>,
+    /// A second, read-only connection: host reads of committed data (the
+    /// outbox relay, counts for `/health`) never see an invocation's
+    /// uncommitted writes, as they would on the writer's connection.
+    reader: std::sync::Mutex<Connection>,
     lease: Arc<tokio::sync::Mutex<()>>,
     /// Dropping it stops the checkpoint thread.
     _checkpointer: std::sync::mpsc::Sender<()>,
 }
+
+/// The host's own tables in every database: dead letters, the outbox of
+/// events published in committed transactions and not yet delivered
+/// everywhere, and the inbox of event ids already handled (deduplication).
+const HOST_TABLES: &str = "
+    CREATE TABLE IF NOT EXISTS _weft_dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        event TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));
+    CREATE TABLE IF NOT EXISTS _weft_outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS _weft_inbox (
+        event_id TEXT PRIMARY KEY,
+        handled_at INTEGER NOT NULL) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS _weft_inbox_by_time ON _weft_inbox(handled_at);";
 
 /// How often the checkpoint thread folds the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -134,15 +162,7 @@ impl Database {
              PRAGMA wal_autocheckpoint = 0;"
         ))?;
         conn.set_prepared_statement_cache_capacity(256);
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS _weft_dead_letters (
-                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                 event_id TEXT NOT NULL,
-                 event TEXT NOT NULL,
-                 attempts INTEGER NOT NULL,
-                 last_error TEXT NOT NULL,
-                 failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));",
-        )?;
+        conn.execute_batch(HOST_TABLES)?;
         let guest_mode = Arc::new(AtomicBool::new(true));
         let flag = guest_mode.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -153,11 +173,22 @@ impl Database {
             }
         }))?;
         let checkpointer = start_checkpointer(path)?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        let host_prefix = format!("/* weft-host {} */ ", uuid::Uuid::new_v4().simple());
         Ok(Database {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 synchronous,
-                worker: std::sync::Mutex::new(Worker { conn, guest_mode }),
+                reader: std::sync::Mutex::new(reader),
+                worker: std::sync::Mutex::new(Worker {
+                    conn,
+                    guest_mode,
+                    host_prefix,
+                }),
                 lease: Arc::new(tokio::sync::Mutex::new(())),
                 _checkpointer: checkpointer,
             }),
@@ -241,36 +272,11 @@ impl Database {
             .map_err(|e| MigrationError { index: 0, error: e })?
     }
 
-    /// Keeps an event that failed every delivery, with the last error.
-    pub async fn add_dead_letter(
-        &self,
-        event_id: &str,
-        event_json: &str,
-        attempts: u32,
-        last_error: &str,
-    ) -> Result<(), DbError> {
-        // Waits for the lease so that it never lands inside an invocation's
-        // transaction.
-        let _lease = self.inner.lease.clone().lock_owned().await;
-        self.run(|w| {
-            w.as_host(|c| {
-                c.execute(
-                    "INSERT INTO _weft_dead_letters (event_id, event, attempts, last_error)
-                     VALUES (?1, ?2, ?3, ?4)",
-                    rusqlite::params![event_id, event_json, attempts, last_error],
-                )
-            })
-        })?;
-        Ok(())
-    }
-
     /// How many dead letters are kept.
     pub fn dead_letter_count(&self) -> u64 {
-        self.run(|w| {
-            w.as_host(|c| {
-                c.query_row("SELECT count(*) FROM _weft_dead_letters", [], |r| {
-                    r.get::<_, i64>(0)
-                })
+        self.read(|c| {
+            c.query_row("SELECT count(*) FROM _weft_dead_letters", [], |r| {
+                r.get::<_, i64>(0)
             })
         })
         .map(|n| n.max(0) as u64)
@@ -297,6 +303,54 @@ impl Database {
             })
         })
         .await?
+    }
+}
+
+impl Database {
+    /// Reads committed data on the host's behalf through the read-only
+    /// connection (never inside an invocation's transaction).
+    pub(crate) fn read<R>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, DbError> {
+        let conn = self
+            .inner
+            .reader
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&conn).map_err(DbError::from)
+    }
+
+    /// Runs host statements `f` in a transaction of their own, under the
+    /// writer lease (so never inside an invocation's transaction).
+    pub(crate) async fn host_write<R>(
+        &self,
+        f: impl FnOnce(&HostSql<'_>) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let tx = self.begin().await?;
+        let r = tx.host(f)?;
+        tx.commit().await?;
+        Ok(r)
+    }
+}
+
+/// Host statements inside a transaction: the authorizer is off and the
+/// statements are cached under the database's host prefix.
+pub(crate) struct HostSql<'a> {
+    conn: &'a Connection,
+    prefix: &'a str,
+}
+
+impl HostSql<'_> {
+    /// Runs a cached statement that returns no rows; the rows changed.
+    pub fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, DbError> {
+        let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
+        Ok(stmt.execute(params)?)
+    }
+
+    /// The rowid of the last insert.
+    pub fn last_insert_rowid(&self) -> i64 {
+        self.conn.last_insert_rowid()
     }
 }
 
@@ -418,6 +472,20 @@ impl Tx {
             .await?
     }
 
+    /// Runs host statements in this transaction (the outbox and inbox rows
+    /// that commit with the invocation's writes).
+    pub(crate) fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
+        self.db.run(|w| {
+            let prefix = w.host_prefix.clone();
+            w.as_host(|c| {
+                f(&HostSql {
+                    conn: c,
+                    prefix: &prefix,
+                })
+            })
+        })
+    }
+
     /// Commits (or releases the savepoint into its batch).
     pub async fn commit(mut self) -> Result<(), DbError> {
         if self.savepoint_open {
@@ -456,6 +524,12 @@ impl Batch {
     /// the caller runs the batch's invocations one after another.
     pub fn savepoint(&self) -> Result<Tx, DbError> {
         self.tx.db.open_savepoint()
+    }
+
+    /// Runs host statements in the batch's transaction, outside any
+    /// savepoint.
+    pub(crate) fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
+        self.tx.host(f)
     }
 
     /// Commits every released savepoint.

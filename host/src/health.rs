@@ -17,7 +17,9 @@ pub fn component(c: &LoadedComponent) -> Value {
         "instances": c.instances.len(),
         "handled": c.stats.handled.load(Ordering::Relaxed),
         "failed": c.stats.failed.load(Ordering::Relaxed),
+        "duplicates": c.stats.duplicates.load(Ordering::Relaxed),
         "deadLetters": c.ctx.db.dead_letter_count(),
+        "backlog": c.backlog(),
     })
 }
 

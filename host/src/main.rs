@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
+use hyper::Method;
 use weft_host::config::Config;
 use weft_host::Host;
 
@@ -21,6 +22,12 @@ usage:
                                          (default: its configured file, read again)
   weft rollback <component> [--config …] [--url …]
                                          return it to the version it ran before
+  weft dlq list [--component <name>] [--config …] [--url …]
+                                         list the dead letters (events that failed
+                                         every delivery)
+  weft dlq replay <id>|--all [--component <name>] [--config …] [--url …]
+                                         deliver dead letter <id> (e.g. bpm:3), or all
+                                         of them, once more; those that succeed are gone
   weft new <name>                        create components/<name> (a handler and its
                                          tests) and wire it in; run from the
                                          project's top folder
@@ -64,12 +71,25 @@ fn main() -> anyhow::Result<()> {
             _ => bail!("usage: weft keys list|rotate [--config <runtime.toml>]"),
         }
     }
-    // reload / rollback: the component, then (reload only) an optional file.
+    if command == "dlq" {
+        match args.next().as_deref() {
+            Some(sub @ ("list" | "replay")) => command = format!("dlq {sub}"),
+            _ => bail!("usage: weft dlq list|replay …  (see weft --help)"),
+        }
+    }
+    // reload / rollback: the component, then (reload only) an optional file;
+    // dlq replay: the dead letter's id.
     let mut positional = Vec::new();
     let mut url = None;
+    let mut only_component = None;
+    let mut all = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--url" => url = Some(args.next().context("--url needs an address")?),
+            "--component" if command.starts_with("dlq") => {
+                only_component = Some(args.next().context("--component needs a name")?)
+            }
+            "--all" if command == "dlq replay" => all = true,
             "-c" | "--config" => {
                 config_path = args
                     .next()
@@ -80,7 +100,10 @@ fn main() -> anyhow::Result<()> {
                 print!("{USAGE}");
                 return Ok(());
             }
-            other if !other.starts_with('-') && (command == "reload" || command == "rollback") => {
+            other
+                if !other.starts_with('-')
+                    && matches!(command.as_str(), "reload" | "rollback" | "dlq replay") =>
+            {
                 positional.push(other.to_owned());
             }
             other => bail!("unknown argument `{other}`\n\n{USAGE}"),
@@ -150,22 +173,67 @@ fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot read {}", path.display()))?,
                 None => Vec::new(),
             };
-            let base = url.unwrap_or_else(|| format!("http://{}", config.http.addr));
-            let tokens = weft_host::auth::TokenService::load(&config.auth, &config.data.dir)?;
-            let token = tokens.issue("weft-cli", "weft", &["admin".to_owned()])?;
             let path = format!("/admin/components/{name}/{command}");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(admin_call(&base, &path, body, &token.access_token))
+            let answer = admin(&config, url, Method::POST, &path, body)?;
+            print_swap(&answer);
+            Ok(())
+        }
+        "dlq list" | "dlq replay" => {
+            let path = match (command.as_str(), positional.as_slice(), all) {
+                ("dlq list", [], false) => "/admin/dead-letters".to_owned(),
+                ("dlq replay", [id], false) => format!("/admin/dead-letters/{id}/replay"),
+                ("dlq replay", [], true) => "/admin/dead-letters/replay".to_owned(),
+                _ => {
+                    bail!("usage: weft dlq list | weft dlq replay <id>|--all  [--component <name>]")
+                }
+            };
+            let path = match &only_component {
+                Some(name) => format!("{path}?component={name}"),
+                None => path,
+            };
+            let method = if command == "dlq list" {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let answer = admin(&config, url, method, &path, Vec::new())?;
+            if command == "dlq list" {
+                print_dead_letters(&answer)
+            } else {
+                print_replays(&answer)
+            }
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
 }
 
-/// POSTs `body` to the running host's admin API and prints the outcome.
-async fn admin_call(base: &str, path: &str, body: Vec<u8>, token: &str) -> anyhow::Result<()> {
+/// Calls the running host's admin API (at `url`, default the configured
+/// address) with an admin token minted from the host's signing keys.
+fn admin(
+    config: &Config,
+    url: Option<String>,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<serde_json::Value> {
+    let base = url.unwrap_or_else(|| format!("http://{}", config.http.addr));
+    let tokens = weft_host::auth::TokenService::load(&config.auth, &config.data.dir)?;
+    let token = tokens.issue("weft-cli", "weft", &["admin".to_owned()])?;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(admin_call(&base, method, path, body, &token.access_token))
+}
+
+/// Calls the running host's admin API; its JSON answer, or why not.
+async fn admin_call(
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
     use http_body_util::BodyExt;
     let authority = base
         .strip_prefix("http://")
@@ -178,7 +246,9 @@ async fn admin_call(base: &str, path: &str, body: Vec<u8>, token: &str) -> anyho
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
-    let request = hyper::Request::post(path)
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
         .header(hyper::header::CONTENT_TYPE, "application/wasm")
@@ -191,6 +261,11 @@ async fn admin_call(base: &str, path: &str, body: Vec<u8>, token: &str) -> anyho
         let message = answer["error"]["message"].as_str().unwrap_or("no message");
         bail!("{status}: {message}");
     }
+    Ok(answer)
+}
+
+/// `bpm: 1a2b… → 3c4d… in 0.4 ms`.
+fn print_swap(answer: &serde_json::Value) {
     let short = |v: &serde_json::Value| {
         v.as_str()
             .unwrap_or("?")
@@ -209,6 +284,51 @@ async fn admin_call(base: &str, path: &str, body: Vec<u8>, token: &str) -> anyho
             _ => String::new(),
         }
     );
+}
+
+/// One line per dead letter, then the count.
+fn print_dead_letters(answer: &serde_json::Value) -> anyhow::Result<()> {
+    let list = answer
+        .as_array()
+        .context("the host answered something else than a list")?;
+    for dl in list {
+        let event = &dl["event"];
+        println!(
+            "{:<16} {:<24} event {}  {} attempt(s), last at {}: {}",
+            dl["id"].as_str().unwrap_or("?"),
+            event["eventType"].as_str().unwrap_or("?"),
+            event["id"].as_str().unwrap_or("?"),
+            dl["attempts"].as_u64().unwrap_or(0),
+            dl["failedAt"].as_str().unwrap_or("?"),
+            dl["lastError"].as_str().unwrap_or("?"),
+        );
+    }
+    println!("{} dead letter(s)", list.len());
+    Ok(())
+}
+
+/// What a replay did; an error when any failed again.
+fn print_replays(answer: &serde_json::Value) -> anyhow::Result<()> {
+    let replayed = answer["replayed"].as_array().cloned().unwrap_or_default();
+    let failed = answer["failed"].as_array().cloned().unwrap_or_default();
+    for id in &replayed {
+        println!("replayed {}", id.as_str().unwrap_or("?"));
+    }
+    for f in &failed {
+        println!(
+            "failed   {}: {}",
+            f["id"].as_str().unwrap_or("?"),
+            f["error"].as_str().unwrap_or("?")
+        );
+    }
+    println!(
+        "{} replayed, {} failed (still dead letters)",
+        replayed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        bail!("{} dead letter(s) failed again", failed.len());
+    }
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use wasmtime::Engine;
 
 use crate::auth::TokenService;
 use crate::bus::local::LocalBus;
-use crate::bus::{Bus, Event, EventReceiver, RequestReceiver};
+use crate::bus::{Bus, Delivery, Event, EventReceiver, RequestReceiver};
 use crate::component::LoadedComponent;
 use crate::config::{BusKind, Config};
 use crate::db::Database;
@@ -21,10 +21,16 @@ use crate::engine::{self, EpochTicker, LoadError};
 use crate::gateway;
 use crate::hub::Hub;
 use crate::loader::Loader;
+use crate::outbox::Outbox;
 use crate::state::ComponentCtx;
 
 /// How long shutdown waits for in-flight HTTP requests and queued events.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The host's own database (the outbox of [`Host::publish`]) in
+/// `<data.dir>/db/`; no component can have this name.
+pub const HOST_DB_NAME: &str = "_host.sqlite";
+/// Events an embedding program's subscription holds before it waits.
+const SUBSCRIBE_QUEUE: usize = 1024;
 
 /// Failures while starting a host.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +109,9 @@ pub enum PublishError {
     /// The bus refused it (it is shutting down).
     #[error(transparent)]
     Bus(#[from] crate::bus::BusError),
+    /// It could not be stored in the host's outbox.
+    #[error("cannot store the event: {0}")]
+    Store(crate::db::DbError),
 }
 
 /// What the gateway and the workers share.
@@ -136,6 +145,10 @@ pub struct Host {
     workers: JoinSet<()>,
     queues: Vec<EventReceiver>,
     request_queues: Vec<RequestReceiver>,
+    host_db: Database,
+    host_outbox: Arc<Outbox>,
+    stop_relays: watch::Sender<bool>,
+    relays: JoinSet<()>,
     _ticker: Option<EpochTicker>,
     _engine: Engine,
 }
@@ -209,11 +222,13 @@ impl Host {
             let db_path = config.data.dir.join("db").join(format!("{name}.sqlite"));
             let db = Database::open(&db_path, config.data.synchronous)
                 .map_err(|e| db_err(e.to_string()))?;
+            let outbox = Outbox::open(name, db.clone()).map_err(|e| db_err(e.to_string()))?;
             let limits = cc.limits.resolve(&config.limits);
             let ctx = Arc::new(ComponentCtx {
                 name: name.clone(),
                 config: cc.config_strings(),
                 db: db.clone(),
+                outbox,
                 bus: bus.clone(),
                 grants: cc.grants.clone(),
                 limits,
@@ -264,6 +279,9 @@ impl Host {
                     })?);
                 }
             }
+            if let Some(events) = &events {
+                let _ = component.events.set(events.clone());
+            }
             subscriptions.push((component.clone(), events, requests));
             for (timer, ms) in &cc.timers {
                 timers.push((component.clone(), timer.clone(), Duration::from_millis(*ms)));
@@ -288,6 +306,16 @@ impl Host {
             loader,
         });
 
+        // The embedding program's own events (`Host::publish`) go through an
+        // outbox too, in a database of the host's.
+        let host_db = Database::open(
+            &config.data.dir.join("db").join(HOST_DB_NAME),
+            config.data.synchronous,
+        )
+        .map_err(|e| StartError::Setup(format!("the host's database: {e}")))?;
+        let host_outbox = Outbox::open("host", host_db.clone())
+            .map_err(|e| StartError::Setup(format!("the host's outbox: {e}")))?;
+
         let mut workers = JoinSet::new();
         let mut queues = Vec::new();
         let mut request_queues = Vec::new();
@@ -304,6 +332,19 @@ impl Host {
                     workers.spawn(request_loop(s, c, i, requests.clone()));
                 }
             }
+        }
+
+        // Relays start once every subscription exists: what they deliver
+        // from an earlier run must find its subscribers.
+        let (stop_relays, stop_relays_rx) = watch::channel(false);
+        let mut relays = JoinSet::new();
+        for outbox in shared
+            .components
+            .values()
+            .map(|c| c.ctx.outbox.clone())
+            .chain([host_outbox.clone()])
+        {
+            relays.spawn(outbox.relay(shared.bus.clone(), stop_relays_rx.clone()));
         }
 
         let (stop_timers, stop_timers_rx) = watch::channel(false);
@@ -364,6 +405,10 @@ impl Host {
             workers,
             queues,
             request_queues,
+            host_db,
+            host_outbox,
+            stop_relays,
+            relays,
             _ticker: ticker,
             _engine: engine,
         })
@@ -388,7 +433,7 @@ impl Host {
         data: serde_json::Value,
     ) -> Result<String, PublishError> {
         let event = Event {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::bus::new_event_id(),
             event_type: event_type.to_owned(),
             source: "host".into(),
             data,
@@ -398,7 +443,10 @@ impl Host {
         };
         crate::bus::envelope::check(&event)?;
         let id = event.id.clone();
-        self.shared.bus.publish(vec![Arc::new(event)]).await?;
+        let tx = self.host_db.begin().await.map_err(PublishError::Store)?;
+        let committed = crate::outbox::append(&tx, vec![event]).map_err(PublishError::Store)?;
+        tx.commit().await.map_err(PublishError::Store)?;
+        self.host_outbox.committed(committed);
         Ok(id)
     }
 
@@ -437,11 +485,27 @@ impl Host {
     }
 
     /// Receives, from now on, every event whose type matches `patterns`
-    /// (as `subscribe` in `runtime.toml`). Keep reading it: a full queue
-    /// slows publishers down. Dropping it unsubscribes.
-    pub fn subscribe(&self, patterns: &[&str]) -> Result<EventReceiver, crate::bus::BusError> {
+    /// (as `subscribe` in `runtime.toml`), at most once: an event counts as
+    /// delivered once it is in the returned queue. Keep reading it: while
+    /// it is full, events wait in their publishers' outboxes. Dropping it
+    /// unsubscribes.
+    pub fn subscribe(
+        &self,
+        patterns: &[&str],
+    ) -> Result<async_channel::Receiver<Arc<Event>>, crate::bus::BusError> {
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-        self.shared.bus.subscribe("host", &patterns)
+        let deliveries = self.shared.bus.subscribe("host", &patterns)?;
+        let (tx, rx) = async_channel::bounded(SUBSCRIBE_QUEUE);
+        tokio::spawn(async move {
+            while let Ok(delivery) = deliveries.recv().await {
+                let sent = tx.send(delivery.event.clone()).await;
+                delivery.settle();
+                if sent.is_err() {
+                    break; // dropped: unsubscribed
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// Swaps component `name` to the `.wasm` `bytes` (or, with `None`, to
@@ -477,7 +541,10 @@ impl Host {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, self.wait_idle()).await;
         if drained.is_err() {
             let left: usize = self.queues.iter().map(|q| q.len()).sum();
-            tracing::warn!(left, "shutdown: gave up waiting for queued events");
+            tracing::warn!(
+                left,
+                "shutdown: gave up waiting for queued events; their outboxes keep them for the next start"
+            );
         }
         for c in self.shared.components.values() {
             c.ctx.hub.close_all();
@@ -490,6 +557,11 @@ impl Host {
             q.close();
         }
         while self.workers.join_next().await.is_some() {}
+        let _ = self.stop_relays.send(true);
+        while self.relays.join_next().await.is_some() {}
+        if let Err(e) = self.host_db.checkpoint().await {
+            tracing::warn!("flush of the host's database failed: {e}");
+        }
         for c in self.shared.components.values() {
             if let Err(e) = c.ctx.db.checkpoint().await {
                 tracing::warn!(component = c.name(), "flush failed: {e}");
@@ -498,12 +570,19 @@ impl Host {
         tracing::info!("stopped");
     }
 
-    /// Waits until no event is queued or being handled.
+    /// Waits until no event is queued, being handled or waiting in an
+    /// outbox.
     async fn wait_idle(&self) {
         let mut quiet_checks = 0;
         while quiet_checks < 2 {
             let queued: usize = self.queues.iter().map(|q| q.len()).sum();
-            if queued == 0 && self.shared.busy.load(Ordering::SeqCst) == 0 {
+            let outboxes_idle = self.host_outbox.is_idle()
+                && self
+                    .shared
+                    .components
+                    .values()
+                    .all(|c| c.ctx.outbox.is_idle());
+            if queued == 0 && self.shared.busy.load(Ordering::SeqCst) == 0 && outboxes_idle {
                 quiet_checks += 1;
             } else {
                 quiet_checks = 0;
@@ -541,9 +620,14 @@ async fn timer_loop(
 
 /// Most events one group commit takes from a queue.
 pub const MAX_BATCH: usize = 64;
+/// Most failed deliveries of one component waiting for a retry at once.
+pub const MAX_RETRYING: usize = 1024;
 
 /// One replica's event side: takes what is queued for its group (up to
-/// [`MAX_BATCH`] at a time) and delivers it as one group commit.
+/// [`MAX_BATCH`] at a time) and delivers it as one group commit. Failed
+/// deliveries are retried on tasks of their own; while
+/// [`MAX_RETRYING`] of the component's wait, the loop waits too, so that a
+/// failing handler holds back its queue instead of filling memory.
 async fn event_loop(
     shared: Arc<Shared>,
     component: Arc<LoadedComponent>,
@@ -560,12 +644,18 @@ async fn event_loop(
                 Err(_) => break,
             }
         }
-        for (event, error) in component.handle_events(&instance, &batch).await {
+        for (delivery, error) in component.handle_events(&instance, &batch).await {
+            let Ok(permit) = component.retry_slots.clone().acquire_owned().await else {
+                break;
+            };
             shared.busy.fetch_add(1, Ordering::SeqCst);
+            component.stats.retrying.fetch_add(1, Ordering::Relaxed);
             let (s, c, i) = (shared.clone(), component.clone(), instance.clone());
             tokio::spawn(async move {
-                redeliver(&c, &i, event, error).await;
+                redeliver(&c, &i, delivery, error).await;
+                c.stats.retrying.fetch_sub(1, Ordering::Relaxed);
                 s.busy.fetch_sub(1, Ordering::SeqCst);
+                drop(permit);
             });
         }
         batch.clear();
@@ -574,18 +664,19 @@ async fn event_loop(
 }
 
 /// Delivers a failed event again after the backoff, until it succeeds or
-/// its attempts are spent; then keeps it as a dead letter.
+/// its attempts are spent; then keeps it as a dead letter and settles it.
 async fn redeliver(
     component: &LoadedComponent,
     instance: &Arc<str>,
-    event: Arc<Event>,
+    delivery: Delivery,
     error: String,
 ) {
     let policy = component.retry;
+    let event = delivery.event.clone();
     let mut attempt = 1;
     let mut error = error;
     while attempt < policy.attempts {
-        let delay = policy.delay_after(attempt);
+        let delay = policy.delay_after(attempt, rand_unit());
         tracing::warn!(
             component = component.name(),
             event_id = %event.id,
@@ -596,7 +687,7 @@ async fn redeliver(
         tokio::time::sleep(delay).await;
         attempt += 1;
         match component
-            .handle_events(instance, std::slice::from_ref(&event))
+            .handle_events(instance, std::slice::from_ref(&delivery))
             .await
             .pop()
         {
@@ -611,15 +702,22 @@ async fn redeliver(
         attempts = attempt,
         "delivery failed for good ({error}); kept as a dead letter"
     );
-    let json = serde_json::to_string(&*event).unwrap_or_default();
-    if let Err(e) = component
-        .ctx
-        .db
-        .add_dead_letter(&event.id, &json, attempt, &error)
-        .await
-    {
-        tracing::error!(component = component.name(), event_id = %event.id, "cannot keep the dead letter: {e}");
+    match crate::deadletters::add(&component.ctx.db, &event, attempt, &error).await {
+        Ok(()) => delivery.settle(),
+        // Unsettled, it stays in its publisher's outbox and comes again
+        // after a restart.
+        Err(e) => tracing::error!(
+            component = component.name(),
+            event_id = %event.id,
+            "cannot keep the dead letter: {e}"
+        ),
     }
+}
+
+/// A number in [0, 1) for backoff jitter; it needs spread, not secrecy.
+fn rand_unit() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 >> 11;
+    bits as f64 / (1u64 << 53) as f64
 }
 
 /// One replica's request side: answers requests for the subjects its group

@@ -17,6 +17,7 @@ use crate::config::{Grants, ResolvedLimits};
 use crate::db::{Database, DbError, Tx};
 use crate::hub::Hub;
 use crate::limits::Limiter;
+use crate::outbox::{Committed, Outbox};
 use crate::stderr::GuestStderr;
 
 /// What every invocation of one component shares.
@@ -27,6 +28,8 @@ pub struct ComponentCtx {
     pub config: BTreeMap<String, String>,
     /// Its database.
     pub db: Database,
+    /// The outbox of its database: what it published, until delivered.
+    pub outbox: Arc<Outbox>,
     /// The bus it publishes to and requests through.
     pub bus: Arc<dyn Bus>,
     /// What it may use beyond its database.
@@ -73,11 +76,9 @@ pub struct HostState {
     pub limiter: Limiter,
     /// Who is running.
     pub inv: Invocation,
-    /// The transaction, opened by the first storage call.
+    /// The transaction: opened by the first storage call, or given at the
+    /// start (the savepoint of an event delivery inside a group commit).
     tx: Option<Tx>,
-    /// Whether this invocation runs inside a group commit whose owner holds
-    /// the writer lease: its transaction is then a savepoint.
-    in_batch: bool,
     /// Events published so far, dispatched only after commit.
     pub outbox: Vec<Event>,
     /// WebSocket pushes `(user id, JSON)`, sent only after commit.
@@ -87,8 +88,8 @@ pub struct HostState {
 /// What a committed invocation hands on: its events and pushes.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Events, in publishing order.
-    pub events: Vec<Event>,
+    /// Events, in publishing order, as stored in the outbox.
+    pub events: Vec<Committed>,
     /// WebSocket pushes `(user id, JSON)`.
     pub pushes: Vec<(String, String)>,
 }
@@ -102,9 +103,9 @@ impl Effects {
 }
 
 impl HostState {
-    /// A fresh state for one invocation; `in_batch` when a [`crate::db::Batch`]
-    /// owned by the caller holds the database's writer lease.
-    pub fn new(inv: Invocation, in_batch: bool) -> HostState {
+    /// A fresh state for one invocation; `tx` when the caller opened its
+    /// transaction (a savepoint of a [`crate::db::Batch`] it owns).
+    pub fn new(inv: Invocation, tx: Option<Tx>) -> HostState {
         // Guests get no files, no environment and no network: only clocks,
         // randomness and a stderr kept for the log (see crate::stderr).
         let stderr = GuestStderr::default();
@@ -123,8 +124,7 @@ impl HostState {
             table: ResourceTable::new(),
             limiter: Limiter::new(&inv.component.limits),
             inv,
-            tx: None,
-            in_batch,
+            tx,
             outbox: Vec::new(),
             pushes: Vec::new(),
         }
@@ -135,18 +135,14 @@ impl HostState {
     pub async fn tx(&mut self) -> Result<&Tx, DbError> {
         if self.tx.is_none() {
             let db = &self.inv.component.db;
-            self.tx = Some(if self.in_batch {
-                db.open_savepoint()?
-            } else {
-                let wait = self.host_call_wait();
-                match tokio::time::timeout(wait, db.begin()).await {
-                    Ok(tx) => tx?,
-                    Err(_) => {
-                        return Err(DbError::Unavailable(format!(
-                            "the database stayed busy for {} ms",
-                            wait.as_millis()
-                        )))
-                    }
+            let wait = self.host_call_wait();
+            self.tx = Some(match tokio::time::timeout(wait, db.begin()).await {
+                Ok(tx) => tx?,
+                Err(_) => {
+                    return Err(DbError::Unavailable(format!(
+                        "the database stayed busy for {} ms",
+                        wait.as_millis()
+                    )))
                 }
             });
         }
@@ -170,15 +166,20 @@ impl HostState {
         }
     }
 
-    /// Ends the invocation successfully: commits its writes, then hands back
-    /// the events and pushes to dispatch. On error nothing is committed or
-    /// dispatched.
+    /// Ends the invocation successfully: writes its events to the outbox
+    /// and commits them with its writes, then hands back the events and
+    /// pushes to dispatch. On error nothing is committed or dispatched.
     pub async fn commit(mut self) -> Result<Effects, DbError> {
+        let held = std::mem::take(&mut self.outbox);
+        let mut events = Vec::new();
+        if !held.is_empty() {
+            events = crate::outbox::append(self.tx().await?, held)?;
+        }
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
         Ok(Effects {
-            events: std::mem::take(&mut self.outbox),
+            events,
             pushes: std::mem::take(&mut self.pushes),
         })
     }

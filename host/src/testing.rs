@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures::future::{BoxFuture, FutureExt};
 use serde_json::Value;
 
-use crate::bus::{Bus, BusError, Event, EventReceiver, RequestReceiver};
+use crate::bus::{Bus, BusError, Delivery, Event, EventReceiver, RequestReceiver};
 use crate::component::LoadedComponent;
 use crate::config::{ComponentConfig, Config};
 use crate::db::{DbError, Rows};
@@ -65,8 +65,15 @@ impl Bus for CaptureBus {
         true
     }
 
-    fn publish(&self, events: Vec<Arc<Event>>) -> BoxFuture<'_, Result<(), BusError>> {
-        lock(&self.published).extend(events);
+    fn publish(&self, events: Vec<Delivery>) -> BoxFuture<'_, Result<(), BusError>> {
+        let mut published = lock(&self.published);
+        for delivery in events {
+            // Captured is delivered: nothing waits in the outbox.
+            if let Some(receipt) = &delivery.receipt {
+                receipt.expect(0);
+            }
+            published.push(delivery.event);
+        }
         async { Ok(()) }.boxed()
     }
 
@@ -238,7 +245,15 @@ impl ComponentTest {
             Ok(uri) => uri,
             Err(_) => parts.uri,
         };
-        self.host().call(Request::from_parts(parts, body)).await
+        let response = self.host().call(Request::from_parts(parts, body)).await;
+        self.relayed().await;
+        response
+    }
+
+    /// Waits until the component's outbox handed everything committed so
+    /// far to the capturing bus, so that `published` sees it.
+    async fn relayed(&self) {
+        self.component().ctx.outbox.sent().await;
     }
 
     /// GET `path` (with a bearer `token`): status and JSON body (`Null`
@@ -306,11 +321,12 @@ impl ComponentTest {
     pub async fn deliver(&self, event: Event) -> Result<(), String> {
         let component = self.component();
         let instance = component.next_instance();
-        match component
-            .handle_events(&instance, &[Arc::new(event)])
+        let failed = component
+            .handle_events(&instance, &[Delivery::untracked(Arc::new(event))])
             .await
-            .pop()
-        {
+            .pop();
+        self.relayed().await;
+        match failed {
             None => Ok(()),
             Some((_, why)) => Err(why),
         }
@@ -319,7 +335,7 @@ impl ComponentTest {
     /// Sends a request-reply message on `subject`; the component's answer.
     pub async fn message(&self, subject: &str, payload: &str) -> Result<String, String> {
         let component = self.component();
-        component
+        let answer = component
             .handle_message(
                 component.next_instance(),
                 subject.to_owned(),
@@ -327,15 +343,20 @@ impl ComponentTest {
                 "test".into(),
             )
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        self.relayed().await;
+        answer
     }
 
     /// Runs one tick of timer `name`.
     pub async fn tick(&self, name: &str) -> Result<(), String> {
-        self.component()
+        let done = self
+            .component()
             .handle_timer(name)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string());
+        self.relayed().await;
+        done
     }
 
     /// Every event the component has published so far, in order.

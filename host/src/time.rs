@@ -10,6 +10,11 @@ pub fn now_rfc3339() -> String {
     now.format(&Rfc3339).unwrap_or_default()
 }
 
+/// Now, in whole seconds since the Unix epoch.
+pub fn unix_secs() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

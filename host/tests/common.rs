@@ -301,14 +301,14 @@ where
 }
 
 /// An event as a publisher would send it, for tests that put events on the
-/// bus directly.
+/// bus directly (from no outbox: delivered at most once).
 pub fn event(
     id: &str,
     event_type: &str,
     data: serde_json::Value,
     correlation_id: &str,
-) -> std::sync::Arc<weft_host::bus::Event> {
-    std::sync::Arc::new(weft_host::bus::Event {
+) -> weft_host::bus::Delivery {
+    weft_host::bus::Delivery::untracked(std::sync::Arc::new(weft_host::bus::Event {
         id: id.into(),
         event_type: event_type.into(),
         source: "test".into(),
@@ -316,5 +316,5 @@ pub fn event(
         timestamp: "2026-11-25T10:00:00Z".into(),
         correlation_id: correlation_id.into(),
         causation_id: None,
-    })
+    }))
 }

@@ -284,8 +284,15 @@ async fn the_admin_api_and_the_cli_reload_and_roll_back() {
         .unwrap()
         .access_token;
     let v2 = faulty_version(b'2');
+    // A refusal (401, 403) comes before the host reads the upload, and the
+    // host then closes the connection: a pooled connection could be reused
+    // just as it closes (a broken pipe), so each request gets its own.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let post = |path: &str, token: Option<&str>, body: Vec<u8>| {
-        let mut req = t.client.post(t.url(path)).body(body);
+        let mut req = client.post(t.url(path)).body(body);
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }

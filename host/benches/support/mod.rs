@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use weft_host::bus::Event;
+use weft_host::bus::{Delivery, Event};
 use weft_host::Host;
 
 /// The built component `name`.
@@ -115,17 +115,17 @@ pub async fn events_per_sec(host: &Host, component: &str, n: u64) -> f64 {
     let start = Instant::now();
     let mut sent = 0;
     while sent < n {
-        let events: Vec<Arc<Event>> = (0..256.min(n - sent))
+        let events: Vec<Delivery> = (0..256.min(n - sent))
             .map(|i| {
-                Arc::new(Event {
-                    id: uuid::Uuid::new_v4().to_string(),
+                Delivery::untracked(Arc::new(Event {
+                    id: weft_host::bus::new_event_id(),
                     event_type: "bench.tick".into(),
                     source: "bench".into(),
                     data: serde_json::json!({"i": sent + i}),
                     timestamp: "2026-11-25T10:00:00Z".into(),
                     correlation_id: "bench".into(),
                     causation_id: None,
-                })
+                }))
             })
             .collect();
         sent += events.len() as u64;

@@ -1,17 +1,17 @@
 //! The in-process bus: bounded queues per queue group, NATS subject matching.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{subject, Bus, BusError, Event, EventReceiver, IncomingRequest, RequestReceiver};
+use super::{subject, Bus, BusError, Delivery, EventReceiver, IncomingRequest, RequestReceiver};
 
 struct Subscription {
     patterns: Vec<String>,
-    queue: async_channel::Sender<Arc<Event>>,
+    queue: async_channel::Sender<Delivery>,
 }
 
 struct Server {
@@ -40,12 +40,13 @@ impl LocalBus {
         }
     }
 
-    fn queues_for(&self, subject: &str) -> Vec<async_channel::Sender<Arc<Event>>> {
+    fn queues_for(&self, subject: &str) -> Vec<async_channel::Sender<Delivery>> {
         let subs = self
             .subscriptions
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         subs.iter()
+            .filter(|s| !s.queue.is_closed())
             .filter(|s| s.patterns.iter().any(|p| subject::matches(p, subject)))
             .map(|s| s.queue.clone())
             .collect()
@@ -78,15 +79,28 @@ impl Bus for LocalBus {
         !self.closed.load(Ordering::Relaxed)
     }
 
-    fn publish(&self, events: Vec<Arc<Event>>) -> BoxFuture<'_, Result<(), BusError>> {
+    fn publish(&self, events: Vec<Delivery>) -> BoxFuture<'_, Result<(), BusError>> {
         async move {
-            for event in events {
+            for delivery in events {
+                let event = &delivery.event;
                 let subject = subject::event_subject(&event.event_type)
                     .ok_or_else(|| BusError::InvalidSubject(event.event_type.clone()))?;
-                for queue in self.queues_for(&subject) {
-                    // A closed queue means its component was removed; the
-                    // event is not for anyone there any more.
-                    let _ = queue.send(event.clone()).await;
+                let queues = self.queues_for(&subject);
+                if let Some(receipt) = &delivery.receipt {
+                    receipt.expect(queues.len() as u32);
+                }
+                for queue in queues {
+                    if queue.send(delivery.clone()).await.is_err() {
+                        if self.closed.load(Ordering::Relaxed) {
+                            // The host is stopping: the delivery stays
+                            // unsettled, so its outbox keeps it for the
+                            // next start.
+                            return Err(BusError::Closed);
+                        }
+                        // The subscriber went away (an embedding program
+                        // dropped its receiver): nobody is left to settle.
+                        delivery.settle();
+                    }
                 }
             }
             Ok(())
@@ -179,8 +193,11 @@ impl Bus for LocalBus {
 mod tests {
     use super::*;
 
-    fn event(event_type: &str) -> Arc<Event> {
-        Arc::new(Event {
+    use crate::bus::Event;
+    use std::sync::Arc;
+
+    fn event(event_type: &str) -> Delivery {
+        Delivery::untracked(Arc::new(Event {
             id: uuid::Uuid::new_v4().to_string(),
             event_type: event_type.into(),
             source: "test".into(),
@@ -188,7 +205,7 @@ mod tests {
             timestamp: "2026-11-25T10:00:00Z".into(),
             correlation_id: "c".into(),
             causation_id: None,
-        })
+        }))
     }
 
     #[tokio::test]
@@ -201,7 +218,7 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(users.len(), 1);
         let got = users.recv().await.map_err(|_| BusError::Closed)?;
-        assert_eq!(got.event_type, "user.registered");
+        assert_eq!(got.event.event_type, "user.registered");
         Ok(())
     }
 
@@ -219,6 +236,7 @@ mod tests {
                 rx.recv()
                     .await
                     .map_err(|_| BusError::Closed)?
+                    .event
                     .event_type
                     .clone(),
             );

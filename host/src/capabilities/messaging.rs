@@ -70,7 +70,7 @@ fn new_event(state: &HostState, event_type: &str, data: &str) -> Result<Event, G
         ));
     }
     Ok(Event {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: crate::bus::new_event_id(),
         event_type: event_type.to_owned(),
         source: state.inv.component.name.clone(),
         data,
