@@ -768,7 +768,10 @@ fn counters(health: &Value) -> BTreeMap<String, String> {
 fn backlog(health: &Value) -> u64 {
     fn sum(value: &Value) -> u64 {
         match value {
-            Value::Number(n) => n.as_u64().unwrap_or(1),
+            // Anything but a whole count (-1, 0.5) counts as not empty.
+            Value::Number(n) => n
+                .as_u64()
+                .unwrap_or_else(|| u64::from(n.as_f64() != Some(0.0))),
             Value::Array(items) => items.iter().map(sum).sum(),
             Value::Object(fields) => fields.values().map(sum).sum(),
             _ => 0,
