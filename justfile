@@ -39,7 +39,7 @@ dev: build
         fi
     done
 
-# Formatting, lints, the components' own unit tests, every host test against the real built components, and the embedding example.
+# Formatting, lints, the components' own unit tests, every host test against the real built components (the flows again over NATS: WEFT_TEST_BUS=nats), and the embedding example.
 test: build-components
     cargo fmt --all -- --check
     cd components && cargo fmt --all -- --check
@@ -47,6 +47,7 @@ test: build-components
     cd components && cargo clippy --workspace --all-targets -- -D warnings
     cd components && cargo test --workspace
     cargo test --workspace
+    WEFT_TEST_BUS=nats cargo test -p weft_host --test flow_e2e --test buildings_e2e --test durability_e2e
     cargo run -q -p weft_host --example embed
 
 # One component's own tests: its native unit tests, then its tests through the host's harness (weft_host::testing).
@@ -61,6 +62,7 @@ bench: build-components
     cargo bench -p weft_host --bench sandbox
     cargo bench -p weft_host --bench swap
     cargo bench -p weft_host --bench durable
+    cargo bench -p weft_host --bench nats
 
 # Long fuzzing of the host's boundary: HTTP and envelope property tests with `cases` cases, the guest-driven fuzz with `seeds` seeds.
 fuzz cases="20000" seeds="400": build-components
@@ -74,7 +76,7 @@ clean:
     rm -rf components/target .weft
 
 # Crash test: kill -9 the host `cycles` times under load (registrations, deposits), restart it on the same data, then check every acknowledged write and every event's delivery (exactly once) in the SQLite files.
-crash-test cycles="10":
+crash-test cycles="10" *flags:
     bash components/build.sh iam bpm lgm nsm faulty
     cargo build --release -p weft_host --bin weft
-    cargo run --release -p weft_host --example crash_test -- --cycles {{cycles}}
+    cargo run --release -p weft_host --example crash_test -- --cycles {{cycles}} {{flags}}

@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! just crash-test 10      # builds what it needs first; or, with everything built:
-//! cargo run --release -p weft_host --example crash_test -- --cycles 10 [--seed S] [--weft PATH] [--nats URL]
+//! cargo run --release -p weft_host --example crash_test -- --cycles 10 [--seed S] [--weft PATH] [--nats URL|own]
 //! ```
 //!
 //! It exits with 0 only when no delivery was lost, none was duplicated and
@@ -29,7 +29,7 @@ use rusqlite::{Connection, OpenFlags};
 use serde_json::{json, Value};
 
 const USAGE: &str =
-    "usage: crash_test [--cycles N (10)] [--weft PATH] [--seed S] [--nats URL (not yet usable)]";
+    "usage: crash_test [--cycles N (10)] [--weft PATH] [--seed S] [--nats URL|own (a nats-server of its own)]";
 
 /// The components the test runs; each has `<data>/db/<name>.sqlite`.
 const COMPONENTS: [&str; 5] = ["iam", "bpm", "lgm", "nsm", "faulty"];
@@ -98,9 +98,19 @@ async fn run(args: &Args, dir: &Path) -> Result<bool> {
     fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
     let addr = free_addr()?;
     let config = dir.join("runtime.toml");
+    // `--nats own`: a nats-server of the test's own, so that no stream of
+    // an earlier run feeds this one.
+    let own_server = match args.nats.as_deref() {
+        Some("own") => Some(OwnNats::start(&dir.join("nats"))?),
+        _ => None,
+    };
+    let nats_url = match &own_server {
+        Some(server) => Some(server.url.clone()),
+        None => args.nats.clone(),
+    };
     fs::write(
         &config,
-        runtime_toml(&root, &data, addr, args.nats.as_deref()),
+        runtime_toml(&root, &data, addr, nats_url.as_deref()),
     )
     .with_context(|| format!("cannot write {}", config.display()))?;
     println!("crash test: {} on http://{addr}", dir.display());
@@ -123,7 +133,54 @@ async fn run(args: &Args, dir: &Path) -> Result<bool> {
 
     let report = check(&data, &acked)?;
     report.print(args, &acked);
+    drop(own_server);
     Ok(report.passed() && quiet && status.success())
+}
+
+/// A `nats-server -js` on a free port, killed when dropped.
+struct OwnNats {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnNats {
+    fn start(store: &Path) -> Result<OwnNats> {
+        fs::create_dir_all(store).with_context(|| format!("cannot create {}", store.display()))?;
+        let addr = free_addr()?;
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &addr.port().to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(store)
+            .arg("-l")
+            .arg(store.join("nats.log"))
+            .spawn()
+            .context("cannot start nats-server (apt-get install nats-server)")?;
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > until {
+                bail!("nats-server did not start on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        println!("crash test: nats-server of its own on {addr}");
+        Ok(OwnNats {
+            child,
+            url: format!("nats://{addr}"),
+        })
+    }
+}
+
+impl Drop for OwnNats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // --- arguments -----------------------------------------------------------------
@@ -259,7 +316,9 @@ fn quoted(text: &str) -> String {
 fn runtime_toml(root: &Path, data: &Path, addr: SocketAddr, nats: Option<&str>) -> String {
     let wasm = |name: &str| quoted(&component_wasm(root, name).to_string_lossy());
     let bus = match nats {
-        Some(url) => format!("kind = \"nats\"\nurl = {}", quoted(url)),
+        // A killed host's unacknowledged messages come back after the ack
+        // wait: short here, so that the test does not wait a minute.
+        Some(url) => format!("kind = \"nats\"\nurl = {}\nack_wait_secs = 5", quoted(url)),
         None => "kind = \"local\"".to_owned(),
     };
     format!(

@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(host: &Host) -> anyhow::Result<()> {
     // React to BPM's events on the app's own task.
-    let accounts = host.subscribe(&["account.created"])?;
+    let accounts = host.subscribe(&["account.created"]).await?;
     let reactor = tokio::spawn(async move {
         let mut opened = Vec::new();
         while opened.len() < 3 {

@@ -217,14 +217,21 @@ impl LoadedComponent {
     }
 
     /// Its events not yet handled or settled: queued for it, waiting for a
-    /// retry, and published by it but not yet delivered everywhere.
+    /// retry, published by it but not yet delivered everywhere, and (on
+    /// NATS) waiting in the stream for its consumer.
     pub fn backlog(&self) -> serde_json::Value {
         let outbox = self.ctx.outbox.backlog();
-        serde_json::json!({
+        let mut backlog = serde_json::json!({
             "queued": self.events.get().map_or(0, |q| q.len()),
             "retrying": self.stats.retrying.load(Ordering::Relaxed),
             "outbox": outbox.unsent + outbox.unsettled,
-        })
+        });
+        if self.events.get().is_some() {
+            if let Some(waiting) = self.ctx.bus.stream_backlog(self.name()) {
+                backlog["stream"] = waiting.into();
+            }
+        }
+        backlog
     }
 
     /// `ok` or `degraded`.
@@ -333,17 +340,15 @@ impl LoadedComponent {
         let mut done = Vec::new();
         for delivery in deliveries {
             let event = &delivery.event;
-            let savepoint = match batch.savepoint().and_then(|sp| {
-                let first = sp.host(|sql| crate::outbox::first_delivery(sql, &event.id, now))?;
-                Ok((sp, first))
-            }) {
-                Ok((_, false)) => {
+            let handled_before = batch.host(|sql| crate::outbox::handled_before(sql, &event.id));
+            let savepoint = match handled_before.and_then(|seen| Ok((seen, batch.savepoint()?))) {
+                Ok((true, _)) => {
                     tracing::debug!(component = self.name(), event_id = %event.id, "already handled; skipped");
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     done.push(delivery);
                     continue;
                 }
-                Ok((sp, true)) => sp,
+                Ok((false, sp)) => sp,
                 Err(e) => {
                     failed.push((delivery.clone(), e.to_string()));
                     continue;
@@ -365,6 +370,20 @@ impl LoadedComponent {
             });
             match self.invoke(origin, call, Some(savepoint)).await {
                 Ok((_, e)) => {
+                    // Recorded outside the (released) savepoint: rows written
+                    // while a savepoint is open are copied to its journal
+                    // first, and this one needs no undo of its own.
+                    let recorded =
+                        batch.host(|sql| crate::outbox::record_handled(sql, &event.id, now));
+                    if let Err(e) = recorded {
+                        tracing::error!(
+                            component = self.name(),
+                            "cannot record a handled event: {e}"
+                        );
+                        let ok = (deliveries.len() - failed.len()) as u64;
+                        self.count_failures(ok, ok);
+                        return all_failed(&format!("inbox: {e}"));
+                    }
                     effects.extend(e);
                     done.push(delivery);
                 }

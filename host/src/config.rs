@@ -141,13 +141,64 @@ pub struct BusConfig {
     /// `local` (in-process, the default) or `nats`.
     #[serde(default)]
     pub kind: BusKind,
-    /// NATS server URL(s), when `kind = "nats"`.
+    /// NATS server URL(s), comma-separated, when `kind = "nats"` (default
+    /// `nats://127.0.0.1:4222`).
     #[serde(default)]
     pub url: Option<String>,
-    /// Capacity of each subscriber's queue: a full queue makes publishers
-    /// wait rather than drop events.
+    /// Capacity of each subscriber's queue: when it is full, events wait
+    /// in their publishers' outboxes.
     #[serde(default = "default_queue")]
     pub queue_capacity: usize,
+    /// NATS user name (with `password`).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// NATS password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// NATS token.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// A NATS credentials file (JWT and NKey seed).
+    #[serde(default)]
+    pub credentials: Option<PathBuf>,
+    /// CA certificate(s) to verify the server with (PEM).
+    #[serde(default)]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM), with `tls_key`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse a connection without TLS.
+    #[serde(default)]
+    pub tls_required: bool,
+    /// The connection name the server shows (default `weft`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The JetStream stream of events (over `events.>`); dead letters go to
+    /// `<stream>_DLQ` (over `dlq.>`).
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// How long the stream keeps events, in seconds (default 7 days).
+    #[serde(default = "default_stream_age")]
+    pub stream_max_age_secs: u64,
+    /// How long the server waits for a delivered event's acknowledgement
+    /// before it delivers it again, in seconds (default 60).
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_secs: u64,
+}
+
+fn default_stream() -> String {
+    "WEFT_EVENTS".into()
+}
+
+fn default_stream_age() -> u64 {
+    7 * 24 * 3600
+}
+
+fn default_ack_wait() -> u64 {
+    60
 }
 
 impl Default for BusConfig {
@@ -156,6 +207,18 @@ impl Default for BusConfig {
             kind: BusKind::default(),
             url: None,
             queue_capacity: default_queue(),
+            user: None,
+            password: None,
+            token: None,
+            credentials: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_required: false,
+            name: None,
+            stream: default_stream(),
+            stream_max_age_secs: default_stream_age(),
+            ack_wait_secs: default_ack_wait(),
         }
     }
 }
@@ -619,6 +682,19 @@ impl Config {
                 config.version
             )));
         }
+        for file in [
+            &mut config.bus.credentials,
+            &mut config.bus.tls_ca,
+            &mut config.bus.tls_cert,
+            &mut config.bus.tls_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         if config.data.dir.is_relative() {
             config.data.dir = base.join(&config.data.dir);
         }
@@ -726,6 +802,30 @@ impl Config {
         Ok(())
     }
 
+    /// Keeps only the components named in `list` (comma-separated): this
+    /// process runs those, others run elsewhere on the same NATS.
+    pub fn only_components(&mut self, list: &str) -> Result<(), ConfigError> {
+        let wanted: Vec<&str> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .collect();
+        if let Some(unknown) = wanted.iter().find(|n| !self.components.contains_key(**n)) {
+            return Err(ConfigError::Invalid(format!(
+                "component `{unknown}` (in WEFT_COMPONENTS or --components) is not in the configuration; it has: {}",
+                self.components.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        if wanted.is_empty() {
+            return Err(ConfigError::Invalid(
+                "WEFT_COMPONENTS or --components names no component".into(),
+            ));
+        }
+        self.components
+            .retain(|name, _| wanted.contains(&name.as_str()));
+        Ok(())
+    }
+
     /// Applies `WEFT_*` environment overrides from `vars` (usually
     /// `std::env::vars()`).
     pub fn apply_env(
@@ -756,6 +856,7 @@ impl Config {
                     self.bus.kind = BusKind::Nats;
                     self.bus.url = Some(value);
                 }
+                "WEFT_COMPONENTS" => self.only_components(&value)?,
                 _ => {}
             }
         }
@@ -764,7 +865,9 @@ impl Config {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    // Not starting with `_`: `_host` is the host's own database.
+    !name.starts_with('_')
+        && !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
@@ -836,6 +939,27 @@ mod tests {
                 ..
             })
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn placement_keeps_the_named_components_and_names_unknown_ones() -> Result<(), ConfigError> {
+        let text = "version = 1\n[components.iam]\nwasm = \"i\"\n[components.bpm]\nwasm = \"b\"\n[components.lgm]\nwasm = \"l\"\n";
+        let mut c = parse(text)?;
+        c.apply_env([
+            ("WEFT_COMPONENTS".to_string(), "bpm, lgm".to_string()),
+            (
+                "WEFT_NATS_URL".to_string(),
+                "nats://10.0.0.1:4222".to_string(),
+            ),
+        ])?;
+        assert_eq!(c.components.keys().collect::<Vec<_>>(), ["bpm", "lgm"]);
+        assert_eq!(c.bus.kind, BusKind::Nats);
+        let mut c = parse(text)?;
+        let err = c.only_components("iam,nsm").err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("`nsm`") && e.contains("bpm, iam, lgm")));
+        assert!(c.only_components(" , ").is_err());
+        assert_eq!(c.components.len(), 3, "nothing removed after an error");
         Ok(())
     }
 

@@ -159,7 +159,7 @@ impl Database {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-             PRAGMA wal_autocheckpoint = 0;"
+             PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
         ))?;
         conn.set_prepared_statement_cache_capacity(256);
         conn.execute_batch(HOST_TABLES)?;
@@ -346,6 +346,12 @@ impl HostSql<'_> {
     pub fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, DbError> {
         let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
         Ok(stmt.execute(params)?)
+    }
+
+    /// Whether a cached query returns a row.
+    pub fn query_exists(&self, sql: &str, params: impl rusqlite::Params) -> Result<bool, DbError> {
+        let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
+        Ok(stmt.exists(params)?)
     }
 
     /// The rowid of the last insert.

@@ -11,7 +11,9 @@ const USAGE: &str = "\
 weft — runs event-driven microservices as WebAssembly components
 
 usage:
-  weft [run] [--config <runtime.toml>]   start the host (default: ./runtime.toml)
+  weft [run] [--config <runtime.toml>] [--components a,b]
+                                         start the host (default: ./runtime.toml),
+                                         running all its components or the named ones
   weft check [--config <runtime.toml>]   validate the configuration and exit
   weft keys list [--config …]            list the token signing keys (newest signs)
   weft keys rotate [--config …]          add a new signing key; older keys keep
@@ -36,7 +38,8 @@ usage:
 environment:
   WEFT_HTTP_ADDR   gateway address, e.g. 127.0.0.1:8080
   WEFT_DATA_DIR    databases and compiled-component cache
-  WEFT_NATS_URL    use NATS instead of the local bus (not in this version)
+  WEFT_NATS_URL    use NATS (core + JetStream) at this URL instead of the local bus
+  WEFT_COMPONENTS  run only these components (comma-separated), as --components
   WEFT_WATCH=1     reload every component when its .wasm file changes
   WEFT_LOG         log filter, e.g. info or weft_host=debug
 ";
@@ -82,6 +85,7 @@ fn main() -> anyhow::Result<()> {
     let mut positional = Vec::new();
     let mut url = None;
     let mut only_component = None;
+    let mut placement = None;
     let mut all = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -90,6 +94,12 @@ fn main() -> anyhow::Result<()> {
                 only_component = Some(args.next().context("--component needs a name")?)
             }
             "--all" if command == "dlq replay" => all = true,
+            "--components" if command == "run" => {
+                placement = Some(
+                    args.next()
+                        .context("--components needs a list like iam,bpm")?,
+                )
+            }
             "-c" | "--config" => {
                 config_path = args
                     .next()
@@ -118,6 +128,9 @@ fn main() -> anyhow::Result<()> {
         .init();
     let mut config = Config::load(&config_path)?;
     config.apply_env(std::env::vars())?;
+    if let Some(list) = &placement {
+        config.only_components(list)?;
+    }
     match command.as_str() {
         "check" => {
             println!(

@@ -69,14 +69,20 @@ pub(crate) fn append(tx: &Tx, events: Vec<Event>) -> Result<Vec<Committed>, DbEr
     })
 }
 
-/// Records `event_id` in the inbox inside `tx`. `false` when it was there
-/// already: the event was handled before and must not be again.
-pub(crate) fn first_delivery(sql: &HostSql<'_>, event_id: &str, now: i64) -> Result<bool, DbError> {
-    let inserted = sql.execute(
+/// Whether `event_id` is in the inbox: handled before, not to be again.
+pub(crate) fn handled_before(sql: &HostSql<'_>, event_id: &str) -> Result<bool, DbError> {
+    let found = sql.query_exists("SELECT 1 FROM _weft_inbox WHERE event_id = ?1", [event_id])?;
+    Ok(found)
+}
+
+/// Records `event_id` in the inbox, in the transaction of the handler's
+/// writes.
+pub(crate) fn record_handled(sql: &HostSql<'_>, event_id: &str, now: i64) -> Result<(), DbError> {
+    sql.execute(
         "INSERT OR IGNORE INTO _weft_inbox (event_id, handled_at) VALUES (?1, ?2)",
         rusqlite::params![event_id, now],
     )?;
-    Ok(inserted == 1)
+    Ok(())
 }
 
 /// Which sent rows still wait for subscribers, and how far the relay got.
@@ -88,6 +94,9 @@ struct Ledger {
     last_sent: i64,
     /// Rows below this number are deleted.
     pruned_below: i64,
+    /// Recent watermarks and when they were seen: rows are deleted only
+    /// once they were settled a whole resend window ago.
+    history: std::collections::VecDeque<(std::time::Instant, i64)>,
 }
 
 impl Ledger {
@@ -98,6 +107,33 @@ impl Ledger {
             .next()
             .copied()
             .unwrap_or(self.last_sent + 1)
+    }
+
+    /// Rows below the returned number may go: they were settled at least
+    /// `window` ago.
+    fn prunable(&mut self, window: Duration) -> i64 {
+        let now = std::time::Instant::now();
+        let current = self.watermark();
+        if window.is_zero() {
+            return current;
+        }
+        self.history.push_back((now, current));
+        let mut below = self.pruned_below;
+        while let Some(&(at, mark)) = self.history.front() {
+            if now.duration_since(at) < window {
+                break;
+            }
+            below = below.max(mark);
+            self.history.pop_front();
+        }
+        below
+    }
+
+    /// Everything kept is to be sent again (the broker reconnected).
+    fn resend_all(&mut self) {
+        self.last_sent = self.last_sent.min(self.pruned_below - 1);
+        self.pending.clear();
+        self.history.clear();
     }
 }
 
@@ -113,6 +149,8 @@ pub struct Outbox {
     /// The highest sequence number known to be committed.
     committed_up_to: AtomicI64,
     ledger: Mutex<Ledger>,
+    /// How long confirmed rows are kept (see [`Bus::resend_window`]), in ms.
+    resend_window_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A subscriber's promise to say when it is done with one delivery of an
@@ -197,7 +235,9 @@ impl Outbox {
                 pending: BTreeMap::new(),
                 last_sent,
                 pruned_below: first.unwrap_or(last + 1),
+                history: std::collections::VecDeque::new(),
             }),
+            resend_window_ms: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -229,7 +269,8 @@ impl Outbox {
         }
     }
 
-    /// Whether everything committed is delivered and settled.
+    /// Whether everything committed is delivered and settled (rows kept
+    /// for a resend window do not count).
     pub fn is_idle(&self) -> bool {
         self.backlog() == Backlog::default()
     }
@@ -249,13 +290,42 @@ impl Outbox {
     /// bus closes, and deletes settled rows as it goes (on a task of its
     /// own, so that waiting for the writer lease never holds up delivery).
     pub async fn relay(self: Arc<Self>, bus: Arc<dyn Bus>, mut stop: watch::Receiver<bool>) {
+        let window = bus.resend_window();
+        self.resend_window_ms
+            .store(window.as_millis() as u64, Ordering::Relaxed);
         let pruner = tokio::spawn(self.clone().prune_loop(stop.clone()));
+        let mut pause = RETRY_FIRST;
+        let mut reconnects = bus.reconnects();
+        let mut check = tokio::time::interval(Duration::from_millis(250));
         loop {
+            if bus.reconnects() != reconnects {
+                reconnects = bus.reconnects();
+                if !window.is_zero() {
+                    tracing::info!(
+                        component = %self.owner,
+                        "bus reconnected: sending the events of the last {window:?} again"
+                    );
+                    self.lock().resend_all();
+                    self.behind.store(true, Ordering::Release);
+                }
+            }
             if self.behind.swap(false, Ordering::AcqRel) {
                 let upto = self.committed_up_to.load(Ordering::Relaxed);
-                if let Err(e) = self.send_stored(&bus, upto + 1).await {
-                    self.stopped_by(e);
-                    break;
+                match self.send_stored(&bus, upto + 1).await {
+                    Ok(()) => pause = RETRY_FIRST,
+                    Err(e) if e.is_transient() => {
+                        self.rewind(&e, pause);
+                        tokio::select! {
+                            _ = stop.changed() => break,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
+                        pause = (pause * 2).min(RETRY_MAX);
+                        continue;
+                    }
+                    Err(e) => {
+                        self.stopped_by(e);
+                        break;
+                    }
                 }
             }
             tokio::select! {
@@ -270,16 +340,39 @@ impl Outbox {
                             Err(_) => break,
                         }
                     }
-                    if let Err(e) = self.send_fresh(&bus, rows).await {
-                        self.stopped_by(e);
-                        break;
+                    match self.send_fresh(&bus, rows).await {
+                        Ok(()) => {}
+                        // The rows are in the table: the next round reads
+                        // them from there.
+                        Err(e) if e.is_transient() => self.rewind(&e, pause),
+                        Err(e) => {
+                            self.stopped_by(e);
+                            break;
+                        }
                     }
                 }
                 _ = self.wake.notified() => {}
+                _ = check.tick() => {}
             }
         }
         let _ = pruner.await;
         self.prune().await;
+    }
+
+    /// After the bus failed: everything not confirmed is sent again from
+    /// the table (a broker drops the copies it already has by event id).
+    fn rewind(&self, e: &RelayError, pause: Duration) {
+        tracing::warn!(
+            component = %self.owner,
+            "outbox relay: {e}; sending again in {pause:?}"
+        );
+        let mut ledger = self.lock();
+        if let Some(first) = ledger.pending.keys().next().copied() {
+            ledger.last_sent = ledger.last_sent.min(first - 1);
+        }
+        ledger.pending.clear();
+        drop(ledger);
+        self.behind.store(true, Ordering::Release);
     }
 
     fn stopped_by(&self, e: RelayError) {
@@ -386,6 +479,7 @@ impl Outbox {
                 self.lock().pending.insert(row.seq, 1);
                 Delivery {
                     event: row.event,
+                    broker: None,
                     receipt: Some(receipt),
                 }
             })
@@ -410,9 +504,10 @@ impl Outbox {
 
     /// Deletes the rows every subscriber settled.
     async fn prune(&self) {
+        let window = Duration::from_millis(self.resend_window_ms.load(Ordering::Relaxed));
         let (below, done) = {
-            let ledger = self.lock();
-            (ledger.watermark(), ledger.pruned_below)
+            let mut ledger = self.lock();
+            (ledger.prunable(window), ledger.pruned_below)
         };
         if below <= done {
             return;
@@ -450,7 +545,7 @@ impl Outbox {
     }
 }
 
-/// Why the relay stopped.
+/// Why the relay stopped or paused.
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
     #[error(transparent)]
@@ -458,3 +553,19 @@ enum RelayError {
     #[error("reading the outbox: {0}")]
     Db(#[from] DbError),
 }
+
+impl RelayError {
+    /// Worth trying again (the broker or the disk may come back).
+    fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RelayError::Bus(BusError::Unavailable(_) | BusError::Timeout)
+                | RelayError::Db(DbError::Unavailable(_))
+        )
+    }
+}
+
+/// The first pause of the relay after the bus failed; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);

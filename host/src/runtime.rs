@@ -83,6 +83,10 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The bus could not be set up (NATS unreachable, a stream that does
+    /// not fit).
+    #[error("bus: {0}")]
+    Bus(String),
     /// Something else in the host's setup.
     #[error("{0}")]
     Setup(String),
@@ -187,19 +191,19 @@ impl Host {
             fakes,
         } = options;
         let started = Instant::now();
-        if config.bus.kind == BusKind::Nats {
-            return Err(StartError::Unsupported(
-                "the NATS bus is not available in this version of weft; \
-                 unset WEFT_NATS_URL or set [bus] kind = \"local\""
-                    .into(),
-            ));
-        }
         let engine = engine::build_engine(sandbox).map_err(|e| StartError::Setup(e.to_string()))?;
         let ticker = sandbox
             .epoch_interruption
             .then(|| EpochTicker::start(&engine));
-        let bus: Arc<dyn Bus> =
-            bus.unwrap_or_else(|| Arc::new(LocalBus::new(config.bus.queue_capacity)));
+        let bus: Arc<dyn Bus> = match (bus, config.bus.kind) {
+            (Some(bus), _) => bus,
+            (None, BusKind::Local) => Arc::new(LocalBus::new(config.bus.queue_capacity)),
+            (None, BusKind::Nats) => Arc::new(
+                crate::bus::nats::NatsBus::connect(&config.bus)
+                    .await
+                    .map_err(|e| StartError::Bus(e.to_string()))?,
+            ),
+        };
         let tokens = Arc::new(
             TokenService::load(&config.auth, &config.data.dir)
                 .map_err(|e| StartError::Setup(e.to_string()))?,
@@ -264,7 +268,7 @@ impl Host {
             let events = if cc.subscribe.is_empty() {
                 None
             } else {
-                Some(bus.subscribe(name, &cc.subscribe).map_err(|e| {
+                Some(bus.subscribe(name, &cc.subscribe).await.map_err(|e| {
                     StartError::Setup(format!("component `{name}`: subscribe: {e}"))
                 })?)
             };
@@ -274,7 +278,7 @@ impl Host {
             let mut requests = Vec::new();
             if !cc.serve.is_empty() {
                 for _ in &component.instances {
-                    requests.push(bus.serve(name, &cc.serve).map_err(|e| {
+                    requests.push(bus.serve(name, &cc.serve).await.map_err(|e| {
                         StartError::Setup(format!("component `{name}`: serve: {e}"))
                     })?);
                 }
@@ -489,12 +493,12 @@ impl Host {
     /// delivered once it is in the returned queue. Keep reading it: while
     /// it is full, events wait in their publishers' outboxes. Dropping it
     /// unsubscribes.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         patterns: &[&str],
     ) -> Result<async_channel::Receiver<Arc<Event>>, crate::bus::BusError> {
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();
-        let deliveries = self.shared.bus.subscribe("host", &patterns)?;
+        let deliveries = self.shared.bus.observe(&patterns).await?;
         let (tx, rx) = async_channel::bounded(SUBSCRIBE_QUEUE);
         tokio::spawn(async move {
             while let Ok(delivery) = deliveries.recv().await {
@@ -645,6 +649,11 @@ async fn event_loop(
             }
         }
         for (delivery, error) in component.handle_events(&instance, &batch).await {
+            if let Some(broker) = delivery.broker.clone() {
+                // The broker keeps the message and redelivers it itself.
+                broker_failed(&component, &delivery, &*broker, &error).await;
+                continue;
+            }
             let Ok(permit) = component.retry_slots.clone().acquire_owned().await else {
                 break;
             };
@@ -706,6 +715,51 @@ async fn redeliver(
         Ok(()) => delivery.settle(),
         // Unsettled, it stays in its publisher's outbox and comes again
         // after a restart.
+        Err(e) => tracing::error!(
+            component = component.name(),
+            event_id = %event.id,
+            "cannot keep the dead letter: {e}"
+        ),
+    }
+}
+
+/// A delivery from a broker failed: ask for it again after the backoff, or,
+/// on its last attempt, keep it as a dead letter (in the component's
+/// database and the broker's dead-letter stream) and acknowledge it.
+async fn broker_failed(
+    component: &LoadedComponent,
+    delivery: &Delivery,
+    broker: &dyn crate::bus::BrokerMessage,
+    error: &str,
+) {
+    let policy = component.retry;
+    let event = &delivery.event;
+    let attempt = broker.attempt();
+    if attempt < policy.attempts {
+        let delay = policy.delay_after(attempt, rand_unit());
+        tracing::warn!(
+            component = component.name(),
+            event_id = %event.id,
+            event_type = %event.event_type,
+            attempt,
+            "delivery failed ({error}); the broker delivers it again in {delay:?}"
+        );
+        broker.retry_after(delay);
+        return;
+    }
+    tracing::error!(
+        component = component.name(),
+        event_id = %event.id,
+        event_type = %event.event_type,
+        attempts = attempt,
+        "delivery failed for good ({error}); kept as a dead letter"
+    );
+    match crate::deadletters::add(&component.ctx.db, event, attempt, error).await {
+        Ok(()) => {
+            broker.dead_letter(component.name(), attempt, error);
+            broker.ack();
+        }
+        // Not acknowledged: the broker delivers it again after its ack wait.
         Err(e) => tracing::error!(
             component = component.name(),
             event_id = %event.id,

@@ -56,6 +56,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+impl CaptureBus {
+    /// A queue nobody feeds (kept open so that the host's workers wait).
+    fn idle_queue(&self) -> EventReceiver {
+        let (tx, rx) = async_channel::bounded(1);
+        lock(&self.idle).push(Box::new(tx));
+        rx
+    }
+}
+
 impl Bus for CaptureBus {
     fn kind(&self) -> &'static str {
         "capture"
@@ -77,16 +86,32 @@ impl Bus for CaptureBus {
         async { Ok(()) }.boxed()
     }
 
-    fn subscribe(&self, _group: &str, _patterns: &[String]) -> Result<EventReceiver, BusError> {
-        let (tx, rx) = async_channel::bounded(1);
-        lock(&self.idle).push(Box::new(tx));
-        Ok(rx)
+    fn subscribe<'a>(
+        &'a self,
+        _group: &'a str,
+        _patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>> {
+        async move { Ok(self.idle_queue()) }.boxed()
     }
 
-    fn serve(&self, _group: &str, _subjects: &[String]) -> Result<RequestReceiver, BusError> {
-        let (tx, rx) = async_channel::bounded(1);
-        lock(&self.idle).push(Box::new(tx));
-        Ok(rx)
+    fn observe<'a>(
+        &'a self,
+        _patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>> {
+        async move { Ok(self.idle_queue()) }.boxed()
+    }
+
+    fn serve<'a>(
+        &'a self,
+        _group: &'a str,
+        _subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<RequestReceiver, BusError>> {
+        async move {
+            let (tx, rx) = async_channel::bounded(1);
+            lock(&self.idle).push(Box::new(tx));
+            Ok(rx)
+        }
+        .boxed()
     }
 
     fn request(

@@ -143,12 +143,79 @@ greeting = "hello"
     )
 }
 
+/// A `nats-server` with JetStream of the test's own, on a free port, with
+/// its store in a temporary directory; killed when dropped.
+pub struct NatsServer {
+    process: std::process::Child,
+    pub url: String,
+    pub port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port, store)
+    }
+
+    /// A server on `port` with the store in `store` (a restart keeps both).
+    pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
+        let process = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .args(["-l"])
+            .arg(store.path().join(format!("nats-{port}.log")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is not installed (apt-get install nats-server)");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        NatsServer {
+            process,
+            url: format!("nats://127.0.0.1:{port}"),
+            port,
+            _store: store,
+        }
+    }
+
+    /// Kills it (as a crash would) and hands back its store.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        let store = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._store, store)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Whether the tests run over NATS (`WEFT_TEST_BUS=nats`): each test host
+/// then gets a `nats-server` of its own.
+pub fn over_nats() -> bool {
+    std::env::var("WEFT_TEST_BUS").is_ok_and(|v| v == "nats")
+}
+
 /// A running host and what a test needs to talk to it.
 pub struct TestHost {
     pub host: Option<Host>,
     pub base: String,
     pub client: reqwest::Client,
     pub dir: tempfile::TempDir,
+    pub nats: Option<NatsServer>,
 }
 
 impl TestHost {
@@ -164,7 +231,12 @@ impl TestHost {
 
     /// Starts a host from `toml` (a whole runtime.toml) in `dir`.
     pub async fn start_toml(dir: tempfile::TempDir, toml: &str) -> TestHost {
-        let config = Config::parse(toml, dir.path()).unwrap();
+        let mut config = Config::parse(toml, dir.path()).unwrap();
+        let nats = over_nats().then(NatsServer::start);
+        if let Some(server) = &nats {
+            config.bus.kind = weft_host::config::BusKind::Nats;
+            config.bus.url = Some(server.url.clone());
+        }
         let host = Host::start(config).await.unwrap();
         let base = format!("http://{}", host.http_addr().unwrap());
         TestHost {
@@ -172,6 +244,7 @@ impl TestHost {
             base,
             client: reqwest::Client::new(),
             dir,
+            nats,
         }
     }
 

@@ -38,6 +38,16 @@ publish = ["faulty.noted"]
     )
 }
 
+/// How long settled rows may stay in an outbox: on NATS they are kept for
+/// the 10 s resend window first.
+fn prune_wait() -> Duration {
+    if common::over_nats() {
+        Duration::from_secs(16)
+    } else {
+        Duration::from_secs(5)
+    }
+}
+
 fn db(dir: &Path, component: &str) -> rusqlite::Connection {
     rusqlite::Connection::open(dir.join("db").join(format!("{component}.sqlite"))).unwrap()
 }
@@ -96,7 +106,7 @@ async fn what_a_run_committed_and_did_not_deliver_is_delivered_at_the_next_start
     let sink = t.host.as_ref().unwrap().shared().components["sink"].clone();
     assert_eq!(sink.stats.duplicates.load(Ordering::Relaxed), 1);
     // Settled rows leave the outbox.
-    let pruned = eventually(Duration::from_secs(5), || async {
+    let pruned = eventually(prune_wait(), || async {
         let left = count(
             &db(t.dir.path(), "source"),
             "SELECT count(*) FROM _weft_outbox",
@@ -557,12 +567,15 @@ slow_ms = "1"
         publishing * 2 < draining,
         "publishing ({publishing:?}) waited for the slow sink ({draining:?})"
     );
-    assert!(peak_outbox > 500, "the backlog never showed: {peak_outbox}");
+    if !common::over_nats() {
+        // On NATS the backlog moves on to the stream at once.
+        assert!(peak_outbox > 500, "the backlog never showed: {peak_outbox}");
+    }
     assert!(
         peak_queued <= 16,
         "the queue grew past its capacity: {peak_queued}"
     );
-    let pruned = eventually(Duration::from_secs(5), || async {
+    let pruned = eventually(prune_wait(), || async {
         let rows = count(
             &db(t.dir.path(), "source"),
             "SELECT count(*) FROM _weft_outbox",

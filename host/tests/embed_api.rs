@@ -71,7 +71,7 @@ async fn a_host_built_from_code_is_driven_in_process() {
     assert_eq!(host.call(forged).await.status(), StatusCode::UNAUTHORIZED);
 
     // Events from a component reach the program's subscription.
-    let registered = host.subscribe(&["user.*"]).unwrap();
+    let registered = host.subscribe(&["user.*"]).await.unwrap();
     let register = Request::post("/iam/register")
         .header("content-type", "application/json")
         .body(Bytes::from(

@@ -41,15 +41,26 @@ async fn bytes_that_are_not_a_component_are_refused() {
 }
 
 #[tokio::test]
-async fn the_nats_bus_is_refused_clearly_in_this_version() {
+async fn an_unreachable_nats_server_is_a_clear_start_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::parse("version = 1\n", dir.path()).unwrap();
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
     config
-        .apply_env([(
-            "WEFT_NATS_URL".to_string(),
-            "nats://127.0.0.1:4222".to_string(),
-        )])
+        .apply_env([("WEFT_NATS_URL".to_string(), url.clone())])
         .unwrap();
-    let err = Host::start(config).await.err().expect("started on NATS");
-    assert!(err.to_string().contains("WEFT_NATS_URL"), "{err}");
+    let err = Host::start(config)
+        .await
+        .err()
+        .expect("started without NATS");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to NATS") && text.contains(&url),
+        "{text}"
+    );
 }

@@ -70,6 +70,42 @@ impl LocalBus {
     }
 }
 
+impl LocalBus {
+    fn add_subscription(&self, patterns: &[String]) -> Result<EventReceiver, BusError> {
+        let mut subjects = Vec::with_capacity(patterns.len());
+        for p in patterns {
+            subjects.push(
+                subject::event_subject_pattern(p)
+                    .ok_or_else(|| BusError::InvalidSubject(p.clone()))?,
+            );
+        }
+        let (tx, rx) = async_channel::bounded(self.capacity);
+        self.subscriptions
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Subscription {
+                patterns: subjects,
+                queue: tx,
+            });
+        Ok(rx)
+    }
+
+    fn add_server(&self, subjects: &[String]) -> Result<RequestReceiver, BusError> {
+        if let Some(bad) = subjects.iter().find(|s| !subject::is_valid(s)) {
+            return Err(BusError::InvalidSubject(bad.clone()));
+        }
+        let (tx, rx) = async_channel::bounded(self.capacity);
+        self.servers
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Server {
+                subjects: subjects.to_vec(),
+                queue: tx,
+            });
+        Ok(rx)
+    }
+}
+
 impl Bus for LocalBus {
     fn kind(&self) -> &'static str {
         "local"
@@ -108,38 +144,27 @@ impl Bus for LocalBus {
         .boxed()
     }
 
-    fn subscribe(&self, _group: &str, patterns: &[String]) -> Result<EventReceiver, BusError> {
-        let mut subjects = Vec::with_capacity(patterns.len());
-        for p in patterns {
-            subjects.push(
-                subject::event_subject_pattern(p)
-                    .ok_or_else(|| BusError::InvalidSubject(p.clone()))?,
-            );
-        }
-        let (tx, rx) = async_channel::bounded(self.capacity);
-        self.subscriptions
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(Subscription {
-                patterns: subjects,
-                queue: tx,
-            });
-        Ok(rx)
+    fn subscribe<'a>(
+        &'a self,
+        _group: &'a str,
+        patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>> {
+        async move { self.add_subscription(patterns) }.boxed()
     }
 
-    fn serve(&self, _group: &str, subjects: &[String]) -> Result<RequestReceiver, BusError> {
-        if let Some(bad) = subjects.iter().find(|s| !subject::is_valid(s)) {
-            return Err(BusError::InvalidSubject(bad.clone()));
-        }
-        let (tx, rx) = async_channel::bounded(self.capacity);
-        self.servers
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(Server {
-                subjects: subjects.to_vec(),
-                queue: tx,
-            });
-        Ok(rx)
+    fn observe<'a>(
+        &'a self,
+        patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>> {
+        async move { self.add_subscription(patterns) }.boxed()
+    }
+
+    fn serve<'a>(
+        &'a self,
+        _group: &'a str,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<RequestReceiver, BusError>> {
+        async move { self.add_server(subjects) }.boxed()
     }
 
     fn request(
@@ -211,8 +236,8 @@ mod tests {
     #[tokio::test]
     async fn each_group_gets_matching_events_once() -> Result<(), BusError> {
         let bus = LocalBus::new(16);
-        let all = bus.subscribe("lgm", &["*".into()])?;
-        let users = bus.subscribe("bpm", &["user.registered".into()])?;
+        let all = bus.subscribe("lgm", &["*".into()]).await?;
+        let users = bus.subscribe("bpm", &["user.registered".into()]).await?;
         bus.publish(vec![event("user.registered"), event("account.created")])
             .await?;
         assert_eq!(all.len(), 2);
@@ -225,7 +250,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_makes_the_publisher_wait_not_drop() -> Result<(), BusError> {
         let bus = Arc::new(LocalBus::new(1));
-        let rx = bus.subscribe("slow", &["*".into()])?;
+        let rx = bus.subscribe("slow", &["*".into()]).await?;
         let publisher = {
             let bus = bus.clone();
             tokio::spawn(async move { bus.publish(vec![event("a"), event("b"), event("c")]).await })
@@ -250,7 +275,7 @@ mod tests {
     async fn members_of_a_serving_group_take_turns() -> Result<(), BusError> {
         let bus = Arc::new(LocalBus::new(4));
         for member in ["m1", "m2", "m3"] {
-            let rx = bus.serve("g", &["s.x".into()])?;
+            let rx = bus.serve("g", &["s.x".into()]).await?;
             tokio::spawn(async move {
                 while let Ok(req) = rx.recv().await {
                     let _ = req.reply.send(Ok(member.to_string()));
@@ -277,7 +302,7 @@ mod tests {
             .await;
         assert_eq!(no_one, Err(BusError::NoResponder("x.y".into())));
 
-        let rx = bus.serve("echo", &["x.y".into()])?;
+        let rx = bus.serve("echo", &["x.y".into()]).await?;
         tokio::spawn(async move {
             while let Ok(req) = rx.recv().await {
                 let answer = if req.payload == "fail" {
@@ -297,7 +322,7 @@ mod tests {
             .await;
         assert_eq!(remote, Err(BusError::Remote("boom".into())));
 
-        let _silent = bus.serve("silent", &["slow.one".into()])?;
+        let _silent = bus.serve("silent", &["slow.one".into()]).await?;
         let timeout = bus
             .request(
                 "slow.one",

@@ -7,6 +7,7 @@
 
 pub mod envelope;
 pub mod local;
+pub mod nats;
 pub mod subject;
 
 use std::sync::Arc;
@@ -43,8 +44,9 @@ pub struct Event {
     pub causation_id: Option<String>,
 }
 
-/// An event on its way to one subscriber, with the receipt it settles once
-/// it is done with it (see [`crate::outbox`]).
+/// An event on its way to one subscriber, with what it settles once it is
+/// done with it: the receipt of a local outbox row (see
+/// [`crate::outbox`]), or the broker's message.
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The event.
@@ -52,6 +54,21 @@ pub struct Delivery {
     /// Where to say it is done; `None` for events that come from no outbox
     /// (delivered once, at most).
     pub receipt: Option<crate::outbox::Receipt>,
+    /// A broker that redelivers by itself (JetStream): it is told when the
+    /// event is done, or to deliver it again later.
+    pub broker: Option<Arc<dyn BrokerMessage>>,
+}
+
+/// A message of a broker that keeps it until it is acknowledged.
+pub trait BrokerMessage: Send + Sync + std::fmt::Debug {
+    /// Which delivery of the message this is (1 for the first).
+    fn attempt(&self) -> u32;
+    /// Done with: handled, or kept as a dead letter.
+    fn ack(&self);
+    /// Deliver it again after `delay`.
+    fn retry_after(&self, delay: Duration);
+    /// Keeps it in the broker's dead-letter stream too, with why.
+    fn dead_letter(&self, component: &str, attempts: u32, error: &str);
 }
 
 impl Delivery {
@@ -60,14 +77,18 @@ impl Delivery {
         Delivery {
             event,
             receipt: None,
+            broker: None,
         }
     }
 
-    /// Tells its outbox this subscriber is done with it: handled and
-    /// committed, a duplicate, or kept as a dead letter.
+    /// Tells its outbox or broker this subscriber is done with it: handled
+    /// and committed, a duplicate, or kept as a dead letter.
     pub fn settle(&self) {
         if let Some(receipt) = &self.receipt {
             receipt.settle();
+        }
+        if let Some(broker) = &self.broker {
+            broker.ack();
         }
     }
 }
@@ -106,9 +127,13 @@ pub enum BusError {
     /// The responder answered with an error, or failed before answering.
     #[error("responder failed: {0}")]
     Remote(String),
-    /// The bus is shutting down or disconnected.
+    /// The bus is shutting down.
     #[error("bus closed")]
     Closed,
+    /// The broker cannot take it now (disconnected, no stream); worth
+    /// trying again.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The transport between components.
@@ -124,12 +149,28 @@ pub trait Bus: Send + Sync + 'static {
     /// wait for. Waits (never drops) when a subscriber's queue is full.
     fn publish(&self, events: Vec<Delivery>) -> BoxFuture<'_, Result<(), BusError>>;
 
-    /// Subscribes queue group `group` to subject `patterns`.
-    fn subscribe(&self, group: &str, patterns: &[String]) -> Result<EventReceiver, BusError>;
+    /// Subscribes queue group `group` to subject `patterns`, durably
+    /// (every event reaches the group once, across restarts and hosts).
+    fn subscribe<'a>(
+        &'a self,
+        group: &'a str,
+        patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>>;
+
+    /// Receives, from now on, what matches `patterns`, at most once (an
+    /// embedding program's observer; not a queue group).
+    fn observe<'a>(
+        &'a self,
+        patterns: &'a [String],
+    ) -> BoxFuture<'a, Result<EventReceiver, BusError>>;
 
     /// Adds a member to queue group `group`, serving the exact `subjects`.
     /// Each request goes to exactly one member; members take turns.
-    fn serve(&self, group: &str, subjects: &[String]) -> Result<RequestReceiver, BusError>;
+    fn serve<'a>(
+        &'a self,
+        group: &'a str,
+        subjects: &'a [String],
+    ) -> BoxFuture<'a, Result<RequestReceiver, BusError>>;
 
     /// Sends a request to one member of a group serving `subject` and waits
     /// for the reply.
@@ -143,4 +184,25 @@ pub trait Bus: Send + Sync + 'static {
 
     /// Stops taking new publishes and requests; queued items stay readable.
     fn close(&self);
+
+    /// How long outboxes keep rows the bus confirmed, to send them again
+    /// after a reconnect: a broker may lose what it confirmed last when it
+    /// crashes (NATS keeps recent writes in memory for a moment). Zero for
+    /// the local bus, whose confirmation is the subscriber's own commit.
+    fn resend_window(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Events waiting in the broker for queue group `group` (not yet
+    /// delivered, or delivered and not yet acknowledged), when the broker
+    /// keeps them; for `/health`.
+    fn stream_backlog(&self, _group: &str) -> Option<u64> {
+        None
+    }
+
+    /// How many times the connection came back since start; outboxes send
+    /// their retained rows again when it changes.
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }

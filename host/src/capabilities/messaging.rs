@@ -16,6 +16,7 @@ impl From<BusError> for GuestError {
             BusError::Timeout => GuestError::Timeout,
             BusError::Remote(m) => GuestError::Remote(m),
             BusError::Closed => GuestError::Unavailable("the bus is closed".into()),
+            BusError::Unavailable(why) => GuestError::Unavailable(why),
         }
     }
 }

@@ -1,0 +1,302 @@
+//! `cargo bench --bench nats` (part of `just bench`): Weft on NATS against
+//! raw `async-nats` and Weft's local bus, in one run on one machine, with a
+//! `nats-server -js` of its own:
+//! - request-reply: `workflows.create` (the workflows component, 3
+//!   replicas) with 16 requests in flight, through Weft on NATS and on the
+//!   local bus, and a bare async-nats responder answering the same subject;
+//! - events: `faulty` publishes 1,000 events per invocation into its outbox,
+//!   and a second `faulty` handles each (a row and the inbox), through the
+//!   JetStream stream on NATS and through the local bus; and a bare
+//!   async-nats JetStream publish → pull → ack loop.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use weft_host::config::Config;
+use weft_host::Host;
+
+use support::{percentile, wasm};
+
+const IN_FLIGHT: usize = 16;
+const SECONDS: f64 = 5.0;
+const EVENTS: u64 = 50_000;
+const PER_REQUEST: u64 = 1000;
+
+/// A nats-server with JetStream on a free port, killed when dropped.
+struct Server {
+    child: std::process::Child,
+    url: String,
+    _store: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let store = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server is not installed");
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Server {
+            child,
+            url: format!("nats://127.0.0.1:{port}"),
+            _store: store,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, nats: Option<&str>) -> String {
+    let bus = match nats {
+        Some(url) => format!("[bus]\nkind = \"nats\"\nurl = \"{url}\"\n"),
+        None => String::new(),
+    };
+    format!(
+        r#"version = 1
+[http]
+addr = "127.0.0.1:0"
+enabled = false
+[data]
+dir = "{dir}"
+{bus}
+[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+replicas = 3
+[components.workflows.grants]
+publish = ["workflow.created"]
+[components.source]
+wasm = "{faulty}"
+[components.source.grants]
+publish = ["bench.durable"]
+[components.sink]
+wasm = "{faulty}"
+subscribe = ["bench.durable"]
+[components.sink.grants]
+publish = ["sink.none"]
+"#,
+        dir = dir.display(),
+        workflows = wasm("workflows").display(),
+        faulty = wasm("faulty").display(),
+    )
+}
+
+/// Round trips/s, p50, p99 of `call` with [`IN_FLIGHT`] callers.
+async fn round_trips<F, Fut>(call: F) -> (f64, Duration, Duration)
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let stop = support::after(SECONDS);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..IN_FLIGHT as u64 {
+        let (call, stop) = (call.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = worker * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                call(i).await;
+                latencies.push(t.elapsed());
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let all = support::gather(tasks).await;
+    (
+        all.len() as f64 / started.elapsed().as_secs_f64(),
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+    )
+}
+
+async fn weft_request_reply(host: Arc<Host>) -> (f64, Duration, Duration) {
+    round_trips(move |i| {
+        let host = host.clone();
+        async move {
+            let payload = format!(r#"{{"name":"New Workflow","buildingId":"b{i}"}}"#);
+            host.request("workflows.create", &payload, Duration::from_secs(5))
+                .await
+                .unwrap();
+        }
+    })
+    .await
+}
+
+async fn raw_request_reply(url: &str) -> (f64, Duration, Duration) {
+    let client = async_nats::connect(url).await.unwrap();
+    let mut sub = client
+        .queue_subscribe("raw.create", "raw".into())
+        .await
+        .unwrap();
+    let responder = client.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            if let Some(reply) = msg.reply {
+                let _ = responder.publish(reply, msg.payload).await;
+            }
+        }
+    });
+    round_trips(move |i| {
+        let client = client.clone();
+        async move {
+            let payload = format!(r#"{{"name":"New Workflow","buildingId":"b{i}"}}"#);
+            client.request("raw.create", payload.into()).await.unwrap();
+        }
+    })
+    .await
+}
+
+/// Durable events through Weft: published by `source`, handled by `sink`.
+async fn weft_events(host: &Arc<Host>, n: u64) -> f64 {
+    let sink = host.shared().components["sink"].clone();
+    let source = host.shared().components["source"].clone();
+    let before = sink.stats.handled.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let host = host.clone();
+        tasks.spawn(async move {
+            let mut i = worker;
+            while i < n / PER_REQUEST {
+                let request = hyper::Request::post(format!(
+                    "/source/emit?type=bench.durable&n={PER_REQUEST}"
+                ))
+                .body(bytes::Bytes::new())
+                .unwrap();
+                assert_eq!(host.call(request).await.status(), 201);
+                i += 4;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    while sink.stats.handled.load(Ordering::Relaxed) - before < n || !source.ctx.outbox.is_idle() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// A bare JetStream loop: publish `n` (acks awaited together, in pages),
+/// pull and ack each.
+async fn raw_jetstream(url: &str, n: u64) -> f64 {
+    use async_nats::jetstream::{self, consumer, stream};
+    let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(client);
+    let stream = js
+        .create_stream(stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let consumer: consumer::PullConsumer = stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("raw".into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut messages = consumer.messages().await.unwrap();
+        let mut got = 0;
+        while got < n {
+            let message = messages.next().await.unwrap().unwrap();
+            message.ack().await.unwrap();
+            got += 1;
+        }
+    });
+    let mut sent = 0;
+    while sent < n {
+        let mut acks = Vec::new();
+        for _ in 0..256.min(n - sent) {
+            let body = format!(r#"{{"i":{sent}}}"#);
+            acks.push(js.publish("raw.tick", body.into()).await.unwrap());
+            sent += 1;
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
+    }
+    reader.await.unwrap();
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn main() {
+    assert!(
+        wasm("workflows").exists(),
+        "run `just build-components` first"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = Server::start();
+    let mut rows = Vec::new();
+    rt.block_on(async {
+        for (name, nats) in [("NATS", Some(server.url.as_str())), ("local bus", None)] {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = Config::parse(&config(dir.path(), nats), dir.path()).unwrap();
+            let host = Arc::new(Host::start(cfg).await.unwrap());
+            weft_events(&host, 5_000).await; // warm up
+            let events = weft_events(&host, EVENTS).await;
+            let (rt_s, p50, p99) = weft_request_reply(host.clone()).await;
+            rows.push(format!(
+                "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                ms(p50),
+                ms(p99)
+            ));
+            rows.push(format!(
+                "| Weft on the {name}: durable events, component → outbox → bus → component (row + inbox), acked | {events:.0} events/s |"
+            ));
+            let host = Arc::try_unwrap(host).unwrap_or_else(|_| panic!("host still shared"));
+            host.shutdown().await;
+        }
+        let (rt_s, p50, p99) = raw_request_reply(&server.url).await;
+        rows.push(format!(
+            "| raw async-nats request → queue-group responder, {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+            ms(p50),
+            ms(p99)
+        ));
+        let raw = raw_jetstream(&server.url, EVENTS).await;
+        rows.push(format!(
+            "| raw async-nats JetStream publish (acks per 256) → pull → ack | {raw:.0} events/s |"
+        ));
+    });
+    println!();
+    println!("| measure | result |");
+    println!("|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}

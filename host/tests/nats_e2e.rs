@@ -1,0 +1,381 @@
+//! The NATS bus against real `nats-server`s of the tests' own: two hosts
+//! share a queue group and a durable consumer, a server restart loses and
+//! doubles nothing, a poison event reaches the dead-letter stream, and a
+//! plain NATS client that is not Weft (Python's nats-py) publishes,
+//! observes and calls request-reply.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::{eventually, wasm, NatsServer};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use weft_host::config::Config;
+use weft_host::Host;
+
+/// A host on NATS at `url` with the components of `body` (TOML).
+async fn host_on(dir: &Path, url: &str, body: &str) -> Host {
+    let toml = format!(
+        "{header}[bus]\nkind = \"nats\"\nurl = \"{url}\"\n[retry]\nbackoff_ms = 100\n{body}",
+        header = common::header(dir),
+    );
+    Host::start(Config::parse(&toml, dir).unwrap())
+        .await
+        .unwrap()
+}
+
+fn count(host: &Host, component: &str, sql: &str) -> i64 {
+    let db = host.shared().components[component].ctx.db.path().to_owned();
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hosts_share_request_reply_and_a_durable_consumer_each_message_once() {
+    let server = NatsServer::start();
+    let body = format!(
+        r#"[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+[components.workflows.grants]
+publish = ["workflow.created"]
+[components.alarms]
+wasm = "{alarms}"
+subscribe = ["alarm.created"]
+[components.alarms.grants]
+publish = ["alarm.processed"]
+"#,
+        workflows = wasm("workflows").display(),
+        alarms = wasm("alarms").display(),
+    );
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = host_on(a_dir.path(), &server.url, &body).await;
+    let b = host_on(b_dir.path(), &server.url, &body).await;
+    const N: usize = 40;
+    for i in 0..N {
+        let payload = json!({"name": "New Workflow", "buildingId": format!("b{i}")}).to_string();
+        let from = if i % 2 == 0 { &a } else { &b };
+        let reply = from
+            .request("workflows.create", &payload, Duration::from_secs(5))
+            .await
+            .unwrap();
+        let reply: Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(reply["buildingId"], format!("b{i}"));
+    }
+    let made = |h: &Host| count(h, "workflows", "SELECT count(*) FROM workflows");
+    let (on_a, on_b) = (made(&a), made(&b));
+    assert_eq!(on_a + on_b, N as i64, "each request handled exactly once");
+    assert!(
+        on_a > 0 && on_b > 0,
+        "one queue group across hosts: {on_a} / {on_b}"
+    );
+
+    for i in 0..N {
+        let data = json!({"alarmId": format!("a{i}"), "buildingId": "b", "severity": "low", "message": "m"});
+        a.publish("alarm.created", data).await.unwrap();
+    }
+    let processed = |h: &Host| count(h, "alarms", "SELECT count(*) FROM alarms");
+    let all = eventually(Duration::from_secs(10), || async {
+        let total = processed(&a) + processed(&b);
+        (total >= N as i64).then_some(total)
+    })
+    .await;
+    assert_eq!(all, Some(N as i64));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (on_a, on_b) = (processed(&a), processed(&b));
+    assert_eq!(
+        on_a + on_b,
+        N as i64,
+        "each event handled once across hosts"
+    );
+    assert!(
+        on_a > 0 && on_b > 0,
+        "one durable consumer across hosts: {on_a} / {on_b}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// `POST /source/emit?type=test.flow&n=20`: its status.
+async fn emit(host: &Host) -> hyper::StatusCode {
+    let request = hyper::Request::post("/source/emit?type=test.flow&n=20")
+        .body(bytes::Bytes::new())
+        .unwrap();
+    host.call(request).await.status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_while_events_flow_loses_nothing_and_applies_nothing_twice() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("weft_host=info,async_nats=warn")
+        .try_init();
+    let server = NatsServer::start();
+    let port = server.port;
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"[components.source]
+wasm = "{faulty}"
+[components.source.grants]
+publish = ["test.flow"]
+[components.sink]
+wasm = "{faulty}"
+subscribe = ["test.flow"]
+[components.sink.grants]
+publish = ["faulty.noted"]
+[components.sink.config]
+record_events = "true"
+"#,
+        faulty = wasm("faulty").display(),
+    );
+    let host = host_on(dir.path(), &server.url, &body).await;
+    let mut acknowledged = 0;
+    for _ in 0..10 {
+        assert_eq!(emit(&host).await, 201);
+        acknowledged += 20;
+    }
+    // The server dies; requests go on being acknowledged (the events wait
+    // in the outbox), and the host reconnects by itself once it is back.
+    let store = server.kill();
+    for _ in 0..10 {
+        assert_eq!(emit(&host).await, 201);
+        acknowledged += 20;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let health: Value = serde_json::from_slice(
+        host.call(
+            hyper::Request::get("/health")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .body(),
+    )
+    .unwrap();
+    assert_eq!(health["bus"]["connected"], false, "{health}");
+    let store_path = store.path().to_owned();
+    let _server = NatsServer::start_on(port, store);
+    for _ in 0..10 {
+        assert_eq!(emit(&host).await, 201);
+        acknowledged += 20;
+    }
+    let sink = host.shared().components["sink"].clone();
+    let done = eventually(Duration::from_secs(30), || async {
+        let seen = count(&host, "sink", "SELECT count(DISTINCT event_id) FROM seen");
+        (seen >= acknowledged).then_some(seen)
+    })
+    .await;
+    if done.is_none() {
+        eprintln!(
+            "{}",
+            std::fs::read_to_string(store_path.join(format!("nats-{port}.log")))
+                .unwrap_or_default()
+        );
+        let health = host
+            .call(
+                hyper::Request::get("/health")
+                    .body(bytes::Bytes::new())
+                    .unwrap(),
+            )
+            .await;
+        eprintln!(
+            "seen {} of {acknowledged}; health {}",
+            count(&host, "sink", "SELECT count(DISTINCT event_id) FROM seen"),
+            String::from_utf8_lossy(health.body())
+        );
+    }
+    assert_eq!(done, Some(acknowledged), "events lost");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rows = count(&host, "sink", "SELECT count(*) FROM seen");
+    assert_eq!(rows, acknowledged, "events applied twice");
+    assert!(host.shared().bus.connected());
+    assert!(sink.stats.handled.load(Ordering::Relaxed) >= acknowledged as u64);
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_event_reaches_the_dead_letter_stream_after_three_deliveries() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"[components.sink]
+wasm = "{faulty}"
+subscribe = ["faulty.poison"]
+[components.sink.grants]
+publish = ["faulty.noted"]
+"#,
+        faulty = wasm("faulty").display(),
+    );
+    let host = host_on(dir.path(), &server.url, &body).await;
+    let started = Instant::now();
+    let id = host.publish("faulty.poison", json!({})).await.unwrap();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("WEFT_EVENTS_DLQ").await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let dead = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .expect("no dead letter in the stream")
+        .unwrap()
+        .unwrap();
+    // Backoff 100 ms then 200 ms (± 20 %) between the three deliveries.
+    assert!(
+        started.elapsed() >= Duration::from_millis(240),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(dead.subject.as_str(), "dlq.sink.faulty.poison");
+    let headers = dead.headers.clone().unwrap();
+    assert_eq!(headers.get("Weft-Component").unwrap().as_str(), "sink");
+    assert_eq!(headers.get("Weft-Attempts").unwrap().as_str(), "3");
+    assert!(headers
+        .get("Weft-Error")
+        .unwrap()
+        .as_str()
+        .contains("poison"));
+    let event: Value = serde_json::from_slice(&dead.payload).unwrap();
+    assert_eq!(event["id"], id);
+    let sink = host.shared().components["sink"].clone();
+    assert_eq!(sink.stats.failed.load(Ordering::Relaxed), 3);
+    assert_eq!(sink.ctx.db.dead_letter_count(), 1, "also kept for weft dlq");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        sink.stats.failed.load(Ordering::Relaxed),
+        3,
+        "delivered again"
+    );
+    host.shutdown().await;
+}
+
+/// What a client nobody on the project wrote does: Python's nats-py.
+const PYTHON_CLIENT: &str = r#"
+import asyncio, json, sys, uuid
+import nats
+
+async def main(url):
+    nc = await nats.connect(url)
+    seen = []
+    async def on_event(msg):
+        seen.append(json.loads(msg.data))
+    await nc.subscribe("events.>", cb=on_event)
+    envelope = {"id": str(uuid.uuid4()), "eventType": "user.registered", "source": "python",
+                "data": {"userId": "py-1", "username": "py", "email": "py@example.com", "orgId": "o"},
+                "timestamp": "2026-12-01T10:00:00Z", "correlationId": "python-1", "causationId": None}
+    js = nc.jetstream()
+    await js.publish("events.user.registered", json.dumps(envelope).encode(),
+                     headers={"Nats-Msg-Id": envelope["id"]})
+    reply = await nc.request("workflows.create",
+                             json.dumps({"name": "New Workflow", "buildingId": "py-b"}).encode(), timeout=5)
+    def observed():
+        account = any(e["eventType"] == "account.created" and e["data"].get("userId") == "py-1"
+                      for e in seen)
+        workflow = any(e["eventType"] == "workflow.created" for e in seen)
+        return account and workflow
+    for _ in range(200):
+        if observed():
+            break
+        await asyncio.sleep(0.05)
+    print(json.dumps({"reply": json.loads(reply.data), "types": sorted({e["eventType"] for e in seen})}))
+    await nc.close()
+
+asyncio.run(main(sys.argv[1]))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_nats_client_publishes_observes_and_calls_request_reply() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let body = format!(
+        r#"[components.bpm]
+wasm = "{bpm}"
+subscribe = ["user.registered"]
+[components.bpm.grants]
+publish = ["account.created", "transaction.completed"]
+[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+[components.workflows.grants]
+publish = ["workflow.created"]
+"#,
+        bpm = wasm("bpm").display(),
+        workflows = wasm("workflows").display(),
+    );
+    let host = host_on(dir.path(), &server.url, &body).await;
+    let script = dir.path().join("client.py");
+    std::fs::write(&script, PYTHON_CLIENT).unwrap();
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "python client failed (pip install nats-py): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["reply"]["buildingId"], "py-b", "{report}");
+    assert_eq!(report["reply"]["status"], "pending", "{report}");
+    let types = report["types"].as_array().unwrap();
+    for t in ["user.registered", "account.created", "workflow.created"] {
+        assert!(types.iter().any(|x| x == t), "{t} not observed: {report}");
+    }
+    let accounts = count(
+        &host,
+        "bpm",
+        "SELECT count(*) FROM accounts WHERE owner_user_id = 'py-1'",
+    );
+    assert_eq!(accounts, 1, "the outside event was processed");
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_another_shape_is_a_clear_start_error() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(&server.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "WEFT_EVENTS".into(),
+        subjects: vec!["other.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[bus]\nkind = \"nats\"\nurl = \"{}\"\n",
+        common::header(dir.path()),
+        server.url
+    );
+    let err = Host::start(Config::parse(&toml, dir.path()).unwrap())
+        .await
+        .err()
+        .expect("a conflicting stream must stop the start");
+    let text = err.to_string();
+    assert!(
+        text.contains("WEFT_EVENTS") && text.contains("events.>"),
+        "{text}"
+    );
+    let nobody = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\n",
+        common::header(nobody.path())
+    );
+    let err = Host::start(Config::parse(&toml, nobody.path()).unwrap())
+        .await
+        .err()
+        .expect("no server must stop the start");
+    assert!(err.to_string().contains("cannot connect to NATS"), "{err}");
+}
