@@ -401,3 +401,106 @@ async fn became(t: &TestHost, want: &str) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// In-process `GET /faulty/version` on `host`.
+async fn version_of(host: &weft_host::Host) -> String {
+    let response = host
+        .call(
+            hyper::Request::get("/faulty/version")
+                .body(bytes::Bytes::new())
+                .unwrap(),
+        )
+        .await;
+    let v: Value = serde_json::from_slice(response.body()).unwrap();
+    v["version"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_on_one_nats_host_leaves_the_other_alone_and_loses_nothing() {
+    let server = common::NatsServer::start();
+    let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
+    for _ in 0..2 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("faulty.wasm");
+        std::fs::write(&path, faulty_version(b'1')).unwrap();
+        let toml = format!(
+            r#"{header}[bus]
+kind = "nats"
+url = "{url}"
+[components.faulty]
+wasm = "{wasm}"
+subscribe = ["swap.>"]
+serve = ["faulty.echo"]
+[components.faulty.grants]
+publish = ["faulty.noted"]
+[components.faulty.config]
+record_events = "true"
+"#,
+            header = common::header(dir.path()),
+            url = server.url,
+            wasm = path.display(),
+        );
+        let config = weft_host::config::Config::parse(&toml, dir.path()).unwrap();
+        hosts.push(weft_host::Host::start(config).await.unwrap());
+        dirs.push(dir);
+    }
+    let (a, b) = (&hosts[0], &hosts[1]);
+    const EVENTS: usize = 400;
+    for batch in 0..EVENTS / 50 {
+        for i in 0..50 {
+            a.publish(&format!("swap.e{}", batch * 50 + i), json!({}))
+                .await
+                .unwrap();
+        }
+        if batch == 3 {
+            // Host A alone swaps, in the middle of the stream.
+            a.reload("faulty", Some(faulty_version(b'2')))
+                .await
+                .unwrap();
+        }
+        let echo = b
+            .request("faulty.echo", "ping", Duration::from_secs(2))
+            .await;
+        assert!(
+            echo.is_ok(),
+            "request-reply failed during the swap: {echo:?}"
+        );
+    }
+    assert_eq!(version_of(a).await, "weft-test-version:2");
+    assert_eq!(
+        version_of(b).await,
+        "weft-test-version:1",
+        "B was disturbed"
+    );
+    assert_eq!(
+        b.shared().components["faulty"]
+            .swaps
+            .load(Ordering::Relaxed),
+        0
+    );
+    let seen = |host: &weft_host::Host| {
+        let db = host.shared().components["faulty"].ctx.db.path().to_owned();
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM seen", [], |r| r.get(0))
+            .unwrap();
+        rows
+    };
+    let all = eventually(Duration::from_secs(15), || async {
+        let total = seen(a) + seen(b);
+        (total >= EVENTS as i64).then_some(total)
+    })
+    .await;
+    assert_eq!(all, Some(EVENTS as i64), "events lost across the swap");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (on_a, on_b) = (seen(a), seen(b));
+    assert_eq!(on_a + on_b, EVENTS as i64, "events applied twice");
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both hosts share the consumer: {on_a} / {on_b}"
+    );
+    for host in hosts {
+        host.shutdown().await;
+    }
+}
