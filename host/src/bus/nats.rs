@@ -626,7 +626,7 @@ impl Bus for NatsBus {
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let subject = subject.to_owned();
         async move {
-            if !subject::is_valid(&subject) || subject.contains(['*', '>']) {
+            if !subject::is_literal(&subject) {
                 return Err(BusError::InvalidSubject(subject));
             }
             if self.closed.load(Ordering::Relaxed) {

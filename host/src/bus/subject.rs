@@ -40,6 +40,11 @@ pub fn is_valid(subject: &str) -> bool {
     })
 }
 
+/// Whether `subject` can be requested: well formed, without wildcards.
+pub fn is_literal(subject: &str) -> bool {
+    is_valid(subject) && !subject.contains(['*', '>'])
+}
+
 fn has_wildcard(subject: &str) -> bool {
     subject.split('.').any(|t| t == "*" || t == ">")
 }
@@ -84,6 +89,14 @@ mod tests {
             event_subject_pattern("user.*").as_deref(),
             Some("events.user.*")
         );
+    }
+
+    #[test]
+    fn only_literal_subjects_can_be_requested() {
+        assert!(is_literal("workflows.create"));
+        for bad in ["workflows.*", "workflows.>", ">", "a..b", ""] {
+            assert!(!is_literal(bad), "{bad:?}");
+        }
     }
 
     #[test]

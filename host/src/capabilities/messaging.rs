@@ -100,7 +100,7 @@ impl Host for HostState {
         payload: String,
         timeout_ms: u32,
     ) -> wasmtime::Result<Result<String, GuestError>> {
-        if !subject::is_valid(&subject) || subject.contains(['*', '>']) {
+        if !subject::is_literal(&subject) {
             return Ok(Err(GuestError::Invalid(format!(
                 "subject `{}` must be dot-separated tokens without wildcards",
                 shorten(&subject)
