@@ -379,3 +379,176 @@ async fn a_stream_of_another_shape_is_a_clear_start_error() {
         .expect("no server must stop the start");
     assert!(err.to_string().contains("cannot connect to NATS"), "{err}");
 }
+
+/// A `weft run` process, stopped with SIGTERM (or killed) when dropped.
+struct WeftProcess {
+    child: std::process::Child,
+    base: String,
+}
+
+impl WeftProcess {
+    fn start(config: &Path, data: &Path, addr: &str, components: &str) -> WeftProcess {
+        let log = std::fs::File::create(data.with_extension("log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .args(["--components", components])
+            .env("WEFT_HTTP_ADDR", addr)
+            .env("WEFT_DATA_DIR", data)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        WeftProcess {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "weft exited with {status}");
+    }
+}
+
+impl Drop for WeftProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_weft_processes_split_the_system_and_share_a_queue_group() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"version = 1
+[bus]
+kind = "nats"
+url = "{url}"
+[auth]
+keys_dir = "{keys}"
+{iam_and_lgm}[components.bpm]
+wasm = "{bpm}"
+subscribe = ["user.registered"]
+[components.bpm.grants]
+publish = ["account.created", "transaction.completed"]
+[components.nsm]
+wasm = "{nsm}"
+subscribe = ["user.registered", "account.created"]
+[components.nsm.grants]
+publish = ["notification.sent"]
+push = true
+[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+[components.workflows.grants]
+publish = ["workflow.created"]
+"#,
+        url = server.url,
+        keys = dir.path().join("keys").display(),
+        iam_and_lgm = common::iam_and_lgm(),
+        bpm = wasm("bpm").display(),
+        nsm = wasm("nsm").display(),
+        workflows = wasm("workflows").display(),
+    );
+    let file = dir.path().join("runtime.toml");
+    std::fs::write(&file, toml).unwrap();
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    // The first process makes the signing keys; the second finds them.
+    let a = WeftProcess::start(&file, &data_a, &free_addr(), "iam,workflows");
+    let client = reqwest::Client::new();
+    let up = |base: String| {
+        let client = client.clone();
+        async move {
+            eventually(Duration::from_secs(30), || async {
+                let r = client.get(format!("{base}/health")).send().await.ok()?;
+                (r.status() == 200).then_some(())
+            })
+            .await
+            .expect("weft did not start");
+        }
+    };
+    up(a.base.clone()).await;
+    let b = WeftProcess::start(&file, &data_b, &free_addr(), "bpm,lgm,nsm,workflows");
+    up(b.base.clone()).await;
+
+    // Register on A (IAM); BPM on B opens the account from the event.
+    let r = client
+        .post(format!("{}/iam/register", a.base))
+        .json(&json!({"username": "split", "email": "split@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = client
+        .post(format!("{}/iam/login", a.base))
+        .json(&json!({"username": "split", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["accessToken"].as_str().unwrap().to_owned();
+    let accounts = eventually(Duration::from_secs(10), || async {
+        let list: Value = client
+            .get(format!("{}/bpm/accounts", b.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (list.as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    assert!(
+        accounts.is_some(),
+        "B never opened the account A's event asked for"
+    );
+    let on_a = client
+        .get(format!("{}/bpm/accounts", a.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(on_a.status(), 404, "bpm does not run on A");
+
+    // workflows runs on both: one queue group across the two processes.
+    let nats = async_nats::connect(&server.url).await.unwrap();
+    for i in 0..20 {
+        let payload = json!({"name": "New Workflow", "buildingId": format!("b{i}")}).to_string();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            nats.request("workflows.create", payload.into()),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let reply: Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(reply["buildingId"], format!("b{i}"));
+    }
+    a.stop();
+    b.stop();
+    let made = |data: &Path| -> i64 {
+        let conn = rusqlite::Connection::open(data.join("db/workflows.sqlite")).unwrap();
+        conn.query_row("SELECT count(*) FROM workflows", [], |r| r.get(0))
+            .unwrap()
+    };
+    let (on_a, on_b) = (made(&data_a), made(&data_b));
+    assert_eq!(on_a + on_b, 20, "each request handled once");
+    assert!(
+        on_a > 0 && on_b > 0,
+        "both processes serve: {on_a} / {on_b}"
+    );
+}
