@@ -27,7 +27,7 @@
 //!     )
 //!     .start()
 //!     .await?;
-//! let registered = host.subscribe(&["user.registered"])?;
+//! let registered = host.subscribe(&["user.registered"]).await?;
 //!
 //! // An HTTP request to a component, in process: no socket.
 //! let request = Request::post("/iam/register")
