@@ -630,18 +630,22 @@ async fn a_repeated_user_registered_opens_no_second_account() {
         .publish(vec![again("dup-1"), again("dup-1"), again("dup-2")])
         .await
         .unwrap();
+    // On NATS the stream itself drops the second dup-1 (same Nats-Msg-Id).
+    let expected = if common::over_nats() { 2 } else { 3 };
     eventually(Duration::from_secs(5), || async {
-        (seen() >= before + 3).then_some(())
+        (seen() >= before + expected).then_some(())
     })
     .await
     .expect("bpm did not handle the repeated events");
-    assert_eq!(
-        bpm.stats
-            .duplicates
-            .load(std::sync::atomic::Ordering::Relaxed),
-        duplicates_before + 1,
-        "the second dup-1 was not recognised by the inbox"
-    );
+    if !common::over_nats() {
+        assert_eq!(
+            bpm.stats
+                .duplicates
+                .load(std::sync::atomic::Ordering::Relaxed),
+            duplicates_before + 1,
+            "the second dup-1 was not recognised by the inbox"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(accounts(&t, &token).await.len(), 1);
     let admin = t.admin().await;
