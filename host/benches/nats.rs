@@ -8,6 +8,9 @@
 //!   and a second `faulty` handles each (a row and the inbox), through the
 //!   JetStream stream on NATS and through the local bus; and a bare
 //!   async-nats JetStream publish → pull → ack loop.
+//!
+//! `cargo bench --bench nats -- local` runs only the parts named (`nats`,
+//! `local`, `raw`), e.g. under a profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -261,10 +264,18 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let runs = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
     let server = Server::start();
     let mut rows = Vec::new();
     rt.block_on(async {
         for (name, nats) in [("NATS", Some(server.url.as_str())), ("local bus", None)] {
+            if !runs(if nats.is_some() { "nats" } else { "local" }) {
+                continue;
+            }
             let dir = tempfile::tempdir().unwrap();
             let cfg = Config::parse(&config(dir.path(), nats), dir.path()).unwrap();
             let host = Arc::new(Host::start(cfg).await.unwrap());
@@ -281,6 +292,9 @@ fn main() {
             ));
             let host = Arc::try_unwrap(host).unwrap_or_else(|_| panic!("host still shared"));
             host.shutdown().await;
+        }
+        if !runs("raw") {
+            return;
         }
         let (rt_s, p50, p99) = raw_request_reply(&server.url).await;
         rows.push(format!(

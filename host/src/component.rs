@@ -338,17 +338,28 @@ impl LoadedComponent {
         let mut effects = Effects::default();
         let mut failed = Vec::new();
         let mut done = Vec::new();
+        // Invocations of this batch counted as handled so far: if the batch
+        // cannot commit, they are counted as failed instead.
+        let mut handled = 0u64;
         for delivery in deliveries {
             let event = &delivery.event;
-            let handled_before = batch.host(|sql| crate::outbox::handled_before(sql, &event.id));
-            let savepoint = match handled_before.and_then(|seen| Ok((seen, batch.savepoint()?))) {
-                Ok((true, _)) => {
+            let claimed = batch.host(|sql| crate::outbox::claim(sql, &event.id, now));
+            let savepoint = match claimed.map(|new| new.then(|| batch.savepoint())) {
+                Ok(None) => {
                     tracing::debug!(component = self.name(), event_id = %event.id, "already handled; skipped");
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     done.push(delivery);
                     continue;
                 }
-                Ok((false, sp)) => sp,
+                Ok(Some(Ok(sp))) => sp,
+                Ok(Some(Err(e))) => {
+                    if let Err(db) = batch.host(|sql| crate::outbox::unclaim(sql, &event.id)) {
+                        self.count_failures(handled, handled);
+                        return all_failed(&format!("inbox: {db}"));
+                    }
+                    failed.push((delivery.clone(), e.to_string()));
+                    continue;
+                }
                 Err(e) => {
                     failed.push((delivery.clone(), e.to_string()));
                     continue;
@@ -370,24 +381,21 @@ impl LoadedComponent {
             });
             match self.invoke(origin, call, Some(savepoint)).await {
                 Ok((_, e)) => {
-                    // Recorded outside the (released) savepoint: rows written
-                    // while a savepoint is open are copied to its journal
-                    // first, and this one needs no undo of its own.
-                    let recorded =
-                        batch.host(|sql| crate::outbox::record_handled(sql, &event.id, now));
-                    if let Err(e) = recorded {
-                        tracing::error!(
-                            component = self.name(),
-                            "cannot record a handled event: {e}"
-                        );
-                        let ok = (deliveries.len() - failed.len()) as u64;
-                        self.count_failures(ok, ok);
-                        return all_failed(&format!("inbox: {e}"));
-                    }
+                    handled += 1;
                     effects.extend(e);
                     done.push(delivery);
                 }
-                Err(e) => failed.push((delivery.clone(), e.to_string())),
+                Err(e) => {
+                    // The claim must not outlive the rolled-back writes: if
+                    // it cannot be taken back, nothing in the batch commits.
+                    let unclaimed = batch.host(|sql| crate::outbox::unclaim(sql, &event.id));
+                    if let Err(db) = unclaimed {
+                        tracing::error!(component = self.name(), "inbox: {db}");
+                        self.count_failures(handled, handled);
+                        return all_failed(&format!("inbox: {db}"));
+                    }
+                    failed.push((delivery.clone(), e.to_string()));
+                }
             }
         }
         if prologue.is_some() && !failed.is_empty() {
@@ -395,8 +403,7 @@ impl LoadedComponent {
         }
         if let Err(e) = batch.commit().await {
             tracing::error!(component = self.name(), "group commit failed: {e}");
-            let ok = (deliveries.len() - failed.len()) as u64;
-            self.count_failures(ok, ok);
+            self.count_failures(handled, handled);
             return all_failed(&format!("group commit failed: {e}"));
         }
         self.dispatch(effects);

@@ -246,9 +246,23 @@ impl Database {
         })
     }
 
+    /// Runs one host statement (transaction control) from the statement
+    /// cache: parsing `SAVEPOINT`/`RELEASE`/`COMMIT` again for every
+    /// event cost more than running them.
     fn host_sql(&self, sql: &str) -> Result<(), DbError> {
-        self.run(|w| w.as_host(|c| c.execute_batch(sql)))
-            .map_err(DbError::from)
+        self.run(|w| {
+            let Worker {
+                conn,
+                guest_mode,
+                host_prefix,
+            } = w;
+            guest_mode.store(false, Ordering::Relaxed);
+            let r = conn
+                .prepare_cached(&format!("{host_prefix}{sql}"))
+                .and_then(|mut stmt| stmt.raw_execute());
+            guest_mode.store(true, Ordering::Relaxed);
+            r.map(|_| ()).map_err(DbError::from)
+        })
     }
 
     /// `COMMIT`. Under FULL it waits for fsync: that runs off the workers
@@ -346,12 +360,6 @@ impl HostSql<'_> {
     pub fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, DbError> {
         let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
         Ok(stmt.execute(params)?)
-    }
-
-    /// Whether a cached query returns a row.
-    pub fn query_exists(&self, sql: &str, params: impl rusqlite::Params) -> Result<bool, DbError> {
-        let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
-        Ok(stmt.exists(params)?)
     }
 
     /// The rowid of the last insert.
@@ -482,13 +490,18 @@ impl Tx {
     /// that commit with the invocation's writes).
     pub(crate) fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
         self.db.run(|w| {
-            let prefix = w.host_prefix.clone();
-            w.as_host(|c| {
-                f(&HostSql {
-                    conn: c,
-                    prefix: &prefix,
-                })
-            })
+            let Worker {
+                conn,
+                guest_mode,
+                host_prefix,
+            } = w;
+            guest_mode.store(false, Ordering::Relaxed);
+            let r = f(&HostSql {
+                conn,
+                prefix: host_prefix,
+            });
+            guest_mode.store(true, Ordering::Relaxed);
+            r
         })
     }
 
@@ -511,7 +524,8 @@ impl Drop for Tx {
         if self.savepoint_open {
             let _ = self
                 .db
-                .host_sql(&format!("ROLLBACK TO {SAVEPOINT}; RELEASE {SAVEPOINT}"));
+                .host_sql(&format!("ROLLBACK TO {SAVEPOINT}"))
+                .and_then(|()| self.db.host_sql(&format!("RELEASE {SAVEPOINT}")));
         } else if self.lease.is_some() {
             let _ = self.db.host_sql("ROLLBACK");
         }

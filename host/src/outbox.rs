@@ -69,19 +69,22 @@ pub(crate) fn append(tx: &Tx, events: Vec<Event>) -> Result<Vec<Committed>, DbEr
     })
 }
 
-/// Whether `event_id` is in the inbox: handled before, not to be again.
-pub(crate) fn handled_before(sql: &HostSql<'_>, event_id: &str) -> Result<bool, DbError> {
-    let found = sql.query_exists("SELECT 1 FROM _weft_inbox WHERE event_id = ?1", [event_id])?;
-    Ok(found)
-}
-
-/// Records `event_id` in the inbox, in the transaction of the handler's
-/// writes.
-pub(crate) fn record_handled(sql: &HostSql<'_>, event_id: &str, now: i64) -> Result<(), DbError> {
-    sql.execute(
+/// Claims `event_id` in the inbox, in the transaction that will hold the
+/// handler's writes: `false` if it was handled before (not to be again).
+/// One statement does the check and the record, and it runs outside the
+/// handler's savepoint, whose journal would otherwise copy the page.
+pub(crate) fn claim(sql: &HostSql<'_>, event_id: &str, now: i64) -> Result<bool, DbError> {
+    let inserted = sql.execute(
         "INSERT OR IGNORE INTO _weft_inbox (event_id, handled_at) VALUES (?1, ?2)",
         rusqlite::params![event_id, now],
     )?;
+    Ok(inserted == 1)
+}
+
+/// Takes back a claim whose handler failed (its writes were rolled back),
+/// so that the event is handled when it comes again.
+pub(crate) fn unclaim(sql: &HostSql<'_>, event_id: &str) -> Result<(), DbError> {
+    sql.execute("DELETE FROM _weft_inbox WHERE event_id = ?1", [event_id])?;
     Ok(())
 }
 
