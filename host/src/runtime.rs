@@ -623,7 +623,7 @@ async fn timer_loop(
 }
 
 /// Most events one group commit takes from a queue.
-pub const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 256;
 /// Most failed deliveries of one component waiting for a retry at once.
 pub const MAX_RETRYING: usize = 1024;
 
