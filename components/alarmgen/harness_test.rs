@@ -235,6 +235,7 @@ async fn a_redelivered_building_event_is_a_no_op() {
         timestamp: "2026-01-01T00:00:00Z".into(),
         correlation_id: "c1".into(),
         causation_id: None,
+        traceparent: None,
     };
     t.deliver(event.clone()).await.unwrap();
     t.deliver(event).await.unwrap();

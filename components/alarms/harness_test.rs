@@ -30,6 +30,7 @@ fn alarm_event(event_id: &str, timestamp: &str, data: Value) -> Event {
         timestamp: timestamp.into(),
         correlation_id: format!("corr-{event_id}"),
         causation_id: None,
+        traceparent: None,
     }
 }
 

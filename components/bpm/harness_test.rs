@@ -153,6 +153,7 @@ fn registered(id: &str, user: &str) -> Event {
         timestamp: "2026-01-01T00:00:00Z".into(),
         correlation_id: "corr-registration".into(),
         causation_id: None,
+        traceparent: None,
     }
 }
 

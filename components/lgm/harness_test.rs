@@ -28,6 +28,7 @@ fn event(id: &str, event_type: &str, source: &str, correlation_id: &str, data: V
         timestamp: "2026-01-01T00:00:00Z".to_owned(),
         correlation_id: correlation_id.to_owned(),
         causation_id: None,
+        traceparent: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn event(id: &str, event_type: &str, data: Value) -> Event {
         timestamp: "2026-01-01T00:00:00Z".into(),
         correlation_id: format!("corr-{id}"),
         causation_id: None,
+        traceparent: None,
     }
 }
 

@@ -174,6 +174,7 @@ async fn bench_request_reply(
                         "faulty.relay",
                         "{}".into(),
                         "bench".into(),
+                        None,
                         Duration::from_secs(5),
                     )
                     .await

@@ -135,6 +135,9 @@ pub struct Origin {
     pub correlation_id: String,
     /// The event it handles, if any.
     pub causation_id: Option<String>,
+    /// The caller's `traceparent`, if any; the invocation runs as a child
+    /// span of it.
+    pub traceparent: Option<String>,
 }
 
 impl LoadedComponent {
@@ -248,6 +251,7 @@ impl LoadedComponent {
             instance: self.next_instance(),
             correlation_id,
             causation_id: None,
+            traceparent: None,
         }
     }
 
@@ -269,6 +273,7 @@ impl LoadedComponent {
         &self,
         request: HttpRequest,
         correlation_id: String,
+        traceparent: Option<String>,
     ) -> Result<HttpResponse, InvokeError> {
         // A flood of slow requests waits here instead of taking every pooled
         // instance of the host; a request that waited a whole timeout is
@@ -282,7 +287,10 @@ impl LoadedComponent {
                 return Err(InvokeError::Busy(wait.as_millis()));
             }
         };
-        let origin = self.origin(correlation_id);
+        let origin = Origin {
+            traceparent,
+            ..self.origin(correlation_id)
+        };
         match self.invoke(origin, Call::Http(request), None).await? {
             (Answer::Http(response), events) => {
                 self.dispatch(events);
@@ -369,6 +377,7 @@ impl LoadedComponent {
                 instance: instance.clone(),
                 correlation_id: event.correlation_id.clone(),
                 causation_id: Some(event.id.clone()),
+                traceparent: event.traceparent.clone(),
             };
             let call = Call::Event(GuestEvent {
                 id: event.id.clone(),
@@ -443,11 +452,13 @@ impl LoadedComponent {
         subject: String,
         payload: String,
         correlation_id: String,
+        traceparent: Option<String>,
     ) -> Result<String, InvokeError> {
         let origin = Origin {
             instance,
             correlation_id,
             causation_id: None,
+            traceparent,
         };
         match self
             .invoke(origin, Call::Message { subject, payload }, None)
@@ -483,6 +494,8 @@ impl LoadedComponent {
             instance_id: origin.instance,
             correlation_id: origin.correlation_id,
             causation_id: origin.causation_id,
+            traceparent: crate::trace::span_for(origin.traceparent.as_deref())
+                .map(|span| span.to_string()),
             deadline,
         };
         let mut store = Store::new(version.pre.engine(), HostState::new(inv, tx));

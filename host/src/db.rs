@@ -161,7 +161,8 @@ const HOST_TABLES: &str = "
         failed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ','now')));
     CREATE TABLE IF NOT EXISTS _weft_outbox (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        event TEXT NOT NULL);
+        event TEXT NOT NULL,
+        trace TEXT);
     CREATE TABLE IF NOT EXISTS _weft_inbox (
         event_id TEXT PRIMARY KEY,
         handled_at INTEGER NOT NULL) WITHOUT ROWID;
@@ -228,6 +229,15 @@ impl Database {
             },
         ))?;
         conn.execute_batch(HOST_TABLES)?;
+        // Outboxes made before events carried a trace context.
+        let traced: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('_weft_outbox') WHERE name = 'trace'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !traced {
+            conn.execute_batch("ALTER TABLE _weft_outbox ADD COLUMN trace TEXT")?;
+        }
         let guest_mode = Arc::new(AtomicBool::new(true));
         let flag = guest_mode.clone();
         conn.authorizer(Some(move |ctx: AuthContext<'_>| {
@@ -1009,6 +1019,23 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         Err("A's released work was never committed".into())
+    }
+
+    #[tokio::test]
+    async fn an_outbox_from_before_traces_gains_the_column_and_keeps_its_rows(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("old.sqlite");
+        Connection::open(&path)?.execute_batch(
+            "CREATE TABLE _weft_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, event TEXT NOT NULL);
+             INSERT INTO _weft_outbox (event) VALUES ('{}');",
+        )?;
+        let db = Database::open(&path, Synchronous::Normal)?;
+        let rows = db
+            .host_query("SELECT event, trace FROM _weft_outbox")
+            .await?;
+        assert_eq!(rows.rows, vec![vec![Value::Text("{}".into()), Value::Null]]);
+        Ok(())
     }
 
     #[tokio::test]

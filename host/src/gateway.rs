@@ -283,6 +283,11 @@ where
     if !headers.iter().any(|(k, _)| k == CORRELATION_HEADER) {
         headers.push((CORRELATION_HEADER.to_owned(), correlation.to_owned()));
     }
+    let traceparent = parts
+        .headers
+        .get(crate::trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let request = HttpRequest {
         method: parts.method.as_str().to_owned(),
         path,
@@ -291,7 +296,10 @@ where
         body: body.to_vec(),
         caller,
     };
-    match component.handle_http(request, correlation.to_owned()).await {
+    match component
+        .handle_http(request, correlation.to_owned(), traceparent)
+        .await
+    {
         Ok(answer) | Err(InvokeError::ServerError(answer)) => guest_response(answer),
         Err(e) => {
             tracing::error!(

@@ -78,6 +78,7 @@ pub mod state;
 pub mod stderr;
 pub mod testing;
 pub mod time;
+pub mod trace;
 pub mod websocket;
 
 pub use builder::HostBuilder;

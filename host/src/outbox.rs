@@ -59,7 +59,10 @@ pub(crate) fn append(tx: &Tx, events: Vec<Event>) -> Result<Vec<Committed>, DbEr
         for event in events {
             let json = serde_json::to_string(&event)
                 .map_err(|e| DbError::Invalid(format!("event not serialisable: {e}")))?;
-            sql.execute("INSERT INTO _weft_outbox (event) VALUES (?1)", [json])?;
+            sql.execute(
+                "INSERT INTO _weft_outbox (event, trace) VALUES (?1, ?2)",
+                rusqlite::params![json, event.traceparent],
+            )?;
             out.push(Committed {
                 seq: sql.last_insert_rowid(),
                 event: Arc::new(event),
@@ -426,11 +429,15 @@ impl Outbox {
             }
             let rows = self.db.read(|c| {
                 let mut stmt = c.prepare_cached(
-                    "SELECT seq, event FROM _weft_outbox
+                    "SELECT seq, event, trace FROM _weft_outbox
                      WHERE seq > ?1 AND seq < ?2 ORDER BY seq LIMIT ?3",
                 )?;
                 let rows = stmt.query_map([after, before, PAGE], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?;
@@ -441,11 +448,14 @@ impl Outbox {
                 return Ok(());
             }
             let mut batch = Vec::with_capacity(rows.len());
-            for (seq, json) in rows {
+            for (seq, json, traceparent) in rows {
                 match serde_json::from_str::<Event>(&json) {
                     Ok(event) => batch.push(Committed {
                         seq,
-                        event: Arc::new(event),
+                        event: Arc::new(Event {
+                            traceparent,
+                            ..event
+                        }),
                     }),
                     Err(e) => {
                         // Only the host writes these rows: a row it cannot
@@ -572,3 +582,60 @@ impl RelayError {
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::local::LocalBus;
+    use crate::config::Synchronous;
+
+    fn event(id: &str, traceparent: Option<&str>) -> Event {
+        Event {
+            id: id.into(),
+            event_type: "test.traced".into(),
+            source: "test".into(),
+            data: serde_json::json!({}),
+            timestamp: "2026-12-01T10:00:00Z".into(),
+            correlation_id: "c".into(),
+            causation_id: None,
+            traceparent: traceparent.map(str::to_owned),
+        }
+    }
+
+    /// Rows read back from the table (after a crash, or when the hand-off
+    /// was full) keep their trace context, which the JSON envelope lacks.
+    #[tokio::test]
+    async fn rows_read_back_from_the_table_keep_their_trace(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = Database::open(&dir.path().join("p.sqlite"), Synchronous::Normal)?;
+        let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let tx = db.begin().await?;
+        append(&tx, vec![event("e-1", Some(traced)), event("e-2", None)])?;
+        tx.commit().await?; // never handed to a relay: only the table has them
+        let bus: Arc<dyn Bus> = Arc::new(LocalBus::new(16));
+        let seen = bus.observe(&["test.>".to_owned()]).await?;
+        let outbox = Outbox::open("p", db)?;
+        let (stop, stopped) = watch::channel(false);
+        let relay = tokio::spawn(outbox.relay(bus, stopped));
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let delivery = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await??;
+            got.push((
+                delivery.event.id.clone(),
+                delivery.event.traceparent.clone(),
+            ));
+            delivery.settle();
+        }
+        let _ = stop.send(true);
+        relay.await?;
+        assert_eq!(
+            got,
+            vec![
+                ("e-1".into(), Some(traced.to_owned())),
+                ("e-2".into(), None)
+            ]
+        );
+        Ok(())
+    }
+}

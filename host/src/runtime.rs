@@ -444,6 +444,7 @@ impl Host {
             timestamp: crate::time::now_rfc3339(),
             correlation_id: uuid::Uuid::new_v4().to_string(),
             causation_id: None,
+            traceparent: None,
         };
         crate::bus::envelope::check(&event)?;
         let id = event.id.clone();
@@ -465,7 +466,7 @@ impl Host {
         let correlation = uuid::Uuid::new_v4().to_string();
         self.shared
             .bus
-            .request(subject, payload.to_owned(), correlation, timeout)
+            .request(subject, payload.to_owned(), correlation, None, timeout)
             .await
     }
 
@@ -795,7 +796,13 @@ async fn request_loop(
         let (shared, component, instance) = (shared.clone(), component.clone(), instance.clone());
         running.spawn(async move {
             let answer = component
-                .handle_message(instance, req.subject, req.payload, req.correlation_id)
+                .handle_message(
+                    instance,
+                    req.subject,
+                    req.payload,
+                    req.correlation_id,
+                    req.traceparent,
+                )
                 .await
                 .map_err(|e| e.to_string());
             let _ = req.reply.send(answer);

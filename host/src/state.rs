@@ -59,6 +59,9 @@ pub struct Invocation {
     pub correlation_id: String,
     /// The event being handled, if this is an event delivery.
     pub causation_id: Option<String>,
+    /// This invocation's span in the caller's W3C trace, if the caller
+    /// sent one ([`crate::trace`]).
+    pub traceparent: Option<String>,
     /// When the invocation must be over.
     pub deadline: Instant,
 }

@@ -119,6 +119,7 @@ impl Bus for CaptureBus {
         subject: &str,
         payload: String,
         _correlation_id: String,
+        _traceparent: Option<String>,
         _timeout: Duration,
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let answer = match self.stubs.get(subject) {
@@ -338,6 +339,7 @@ impl ComponentTest {
             timestamp: self.fakes.clock.rfc3339(),
             correlation_id: "test".into(),
             causation_id: None,
+            traceparent: None,
         };
         self.deliver(event).await
     }
@@ -366,6 +368,7 @@ impl ComponentTest {
                 subject.to_owned(),
                 payload.to_owned(),
                 "test".into(),
+                None,
             )
             .await
             .map_err(|e| e.to_string());

@@ -389,5 +389,6 @@ pub fn event(
         timestamp: "2026-11-25T10:00:00Z".into(),
         correlation_id: correlation_id.into(),
         causation_id: None,
+        traceparent: None,
     }))
 }

@@ -125,6 +125,45 @@ async fn what_a_run_committed_and_did_not_deliver_is_delivered_at_the_next_start
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_w3c_trace_goes_from_the_request_to_the_events_it_caused() {
+    const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config(dir.path(), "");
+    let t = TestHost::start_toml(dir, &toml).await;
+    let seen = t
+        .host
+        .as_ref()
+        .unwrap()
+        .subscribe(&["faulty.noted"])
+        .await
+        .unwrap();
+    let mut traces = Vec::new();
+    for header in [Some(CALLER), None, Some("not-a-traceparent")] {
+        let mut request = t.client.post(t.url("/source/note")).body("traced");
+        if let Some(value) = header {
+            request = request.header("traceparent", value);
+        }
+        assert_eq!(request.send().await.unwrap().status(), 201);
+        let event = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("no event")
+            .unwrap();
+        traces.push(event.traceparent.clone());
+    }
+    // The request's span: the caller's trace id and flags, a span id of its own.
+    let first = traces[0].clone().expect("the trace was dropped");
+    assert!(
+        first.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && first.ends_with("-01"),
+        "{first}"
+    );
+    assert_ne!(first, CALLER, "the invocation is a span of its own");
+    // No trace, or an invalid one: the events carry none.
+    assert_eq!(traces[1], None);
+    assert_eq!(traces[2], None);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_are_written_with_the_invocation_and_leave_the_outbox_once_delivered() {
     let dir = tempfile::tempdir().unwrap();
     let toml = config(dir.path(), "");

@@ -393,6 +393,7 @@ async fn request_reply_reaches_one_replica_and_relays_through_a_component() {
                 "faulty.echo",
                 format!("{{\"n\":{i}}}"),
                 "rr".into(),
+                None,
                 Duration::from_secs(2),
             )
             .await
@@ -409,6 +410,7 @@ async fn request_reply_reaches_one_replica_and_relays_through_a_component() {
             "faulty.relay",
             "{}".into(),
             "rr".into(),
+            None,
             Duration::from_secs(2),
         )
         .await
@@ -422,6 +424,7 @@ async fn request_reply_reaches_one_replica_and_relays_through_a_component() {
             "nobody.home",
             "{}".into(),
             "rr".into(),
+            None,
             Duration::from_millis(200),
         )
         .await;

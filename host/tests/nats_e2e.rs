@@ -262,17 +262,22 @@ import nats
 async def main(url):
     nc = await nats.connect(url)
     seen = []
+    traces = {}
     async def on_event(msg):
-        seen.append(json.loads(msg.data))
+        event = json.loads(msg.data)
+        seen.append(event)
+        traces[event["eventType"]] = (msg.headers or {}).get("traceparent")
     await nc.subscribe("events.>", cb=on_event)
     envelope = {"id": str(uuid.uuid4()), "eventType": "user.registered", "source": "python",
                 "data": {"userId": "py-1", "username": "py", "email": "py@example.com", "orgId": "o"},
                 "timestamp": "2026-12-01T10:00:00Z", "correlationId": "python-1", "causationId": None}
     js = nc.jetstream()
     await js.publish("events.user.registered", json.dumps(envelope).encode(),
-                     headers={"Nats-Msg-Id": envelope["id"]})
+                     headers={"Nats-Msg-Id": envelope["id"],
+                              "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
     reply = await nc.request("workflows.create",
-                             json.dumps({"name": "New Workflow", "buildingId": "py-b"}).encode(), timeout=5)
+                             json.dumps({"name": "New Workflow", "buildingId": "py-b"}).encode(), timeout=5,
+                             headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
     def observed():
         account = any(e["eventType"] == "account.created" and e["data"].get("userId") == "py-1"
                       for e in seen)
@@ -282,7 +287,8 @@ async def main(url):
         if observed():
             break
         await asyncio.sleep(0.05)
-    print(json.dumps({"reply": json.loads(reply.data), "types": sorted({e["eventType"] for e in seen})}))
+    print(json.dumps({"reply": json.loads(reply.data), "types": sorted({e["eventType"] for e in seen}),
+                      "traces": traces}))
     await nc.close()
 
 asyncio.run(main(sys.argv[1]))
@@ -331,6 +337,25 @@ publish = ["workflow.created"]
     let types = report["types"].as_array().unwrap();
     for t in ["user.registered", "account.created", "workflow.created"] {
         assert!(types.iter().any(|x| x == t), "{t} not observed: {report}");
+    }
+    // The W3C trace goes on, in the `traceparent` header: same trace id,
+    // the span id of the invocation that published the event.
+    // (event type, the caller's traceparent it must descend from)
+    for (event_type, caller) in [
+        (
+            "account.created",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
+        (
+            "workflow.created",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ] {
+        let got = report["traces"][event_type].as_str().unwrap_or("");
+        let (trace_id, span) = (&caller[3..35], &caller[36..52]);
+        assert_eq!(got.get(3..35), Some(trace_id), "{event_type}: {report}");
+        assert!(got.ends_with("-01"), "{event_type}: {report}");
+        assert!(!got.contains(span), "{event_type}: a new span: {report}");
     }
     let accounts = count(
         &host,

@@ -125,6 +125,7 @@ pub async fn events_per_sec(host: &Host, component: &str, n: u64) -> f64 {
                     timestamp: "2026-11-25T10:00:00Z".into(),
                     correlation_id: "bench".into(),
                     causation_id: None,
+                    traceparent: None,
                 }))
             })
             .collect();

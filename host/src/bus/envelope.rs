@@ -103,6 +103,7 @@ mod tests {
             timestamp: "2026-11-25T10:00:00Z".into(),
             correlation_id: "c-1".into(),
             causation_id: None,
+            traceparent: None,
         }
     }
 
@@ -176,6 +177,7 @@ mod tests {
                         .unwrap_or_default(),
                     correlation_id: correlation,
                     causation_id: causation,
+                    traceparent: None,
                 },
             )
     }

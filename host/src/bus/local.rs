@@ -172,6 +172,7 @@ impl Bus for LocalBus {
         subject: &str,
         payload: String,
         correlation_id: String,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let subject = subject.to_owned();
@@ -192,6 +193,7 @@ impl Bus for LocalBus {
                         subject: subject.clone(),
                         payload,
                         correlation_id,
+                        traceparent,
                         reply,
                     })
                     .await
@@ -230,6 +232,7 @@ mod tests {
             timestamp: "2026-11-25T10:00:00Z".into(),
             correlation_id: "c".into(),
             causation_id: None,
+            traceparent: None,
         }))
     }
 
@@ -285,8 +288,14 @@ mod tests {
         let mut answers = Vec::new();
         for _ in 0..6 {
             answers.push(
-                bus.request("s.x", String::new(), "c".into(), Duration::from_secs(1))
-                    .await?,
+                bus.request(
+                    "s.x",
+                    String::new(),
+                    "c".into(),
+                    None,
+                    Duration::from_secs(1),
+                )
+                .await?,
             );
         }
         answers.sort();
@@ -298,7 +307,13 @@ mod tests {
     async fn request_reply_and_its_errors() -> Result<(), BusError> {
         let bus = Arc::new(LocalBus::new(4));
         let no_one = bus
-            .request("x.y", "p".into(), "c".into(), Duration::from_millis(50))
+            .request(
+                "x.y",
+                "p".into(),
+                "c".into(),
+                None,
+                Duration::from_millis(50),
+            )
             .await;
         assert_eq!(no_one, Err(BusError::NoResponder("x.y".into())));
 
@@ -314,11 +329,17 @@ mod tests {
             }
         });
         let ok = bus
-            .request("x.y", "p".into(), "c".into(), Duration::from_secs(1))
+            .request("x.y", "p".into(), "c".into(), None, Duration::from_secs(1))
             .await;
         assert_eq!(ok, Ok("re:p".to_string()));
         let remote = bus
-            .request("x.y", "fail".into(), "c".into(), Duration::from_secs(1))
+            .request(
+                "x.y",
+                "fail".into(),
+                "c".into(),
+                None,
+                Duration::from_secs(1),
+            )
             .await;
         assert_eq!(remote, Err(BusError::Remote("boom".into())));
 
@@ -328,6 +349,7 @@ mod tests {
                 "slow.one",
                 "p".into(),
                 "c".into(),
+                None,
                 Duration::from_millis(20),
             )
             .await;

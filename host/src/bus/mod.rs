@@ -42,6 +42,11 @@ pub struct Event {
     pub correlation_id: String,
     /// The event whose handling published this one.
     pub causation_id: Option<String>,
+    /// The W3C trace context of the publishing invocation, if it had one.
+    /// Not part of the contract's envelope: it travels in the outbox row
+    /// and in the NATS `traceparent` header.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 /// An event on its way to one subscriber, with what it settles once it is
@@ -102,6 +107,8 @@ pub struct IncomingRequest {
     pub payload: String,
     /// The correlation id of the requester's invocation.
     pub correlation_id: String,
+    /// The requester's W3C trace context, if it had one.
+    pub traceparent: Option<String>,
     /// Where the answer goes; dropping it tells the requester the responder
     /// failed.
     pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
@@ -179,6 +186,7 @@ pub trait Bus: Send + Sync + 'static {
         subject: &str,
         payload: String,
         correlation_id: String,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<String, BusError>>;
 

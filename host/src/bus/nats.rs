@@ -28,8 +28,8 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 
 use super::{
-    envelope, subject, BrokerMessage, Bus, BusError, Delivery, EventReceiver, IncomingRequest,
-    RequestReceiver,
+    envelope, subject, BrokerMessage, Bus, BusError, Delivery, Event, EventReceiver,
+    IncomingRequest, RequestReceiver,
 };
 use crate::config::BusConfig;
 
@@ -361,7 +361,10 @@ impl Pump {
                 Err(e) => return Drained::Broken(e.to_string()),
             };
             let event = match envelope::decode(&message.payload, MAX_ENVELOPE) {
-                Ok(event) => event,
+                Ok(event) => Event {
+                    traceparent: header(&message, crate::trace::HEADER),
+                    ..event
+                },
                 Err(e) => {
                     // Nobody can handle it, now or later.
                     tracing::error!(consumer = %self.durable, subject = %message.subject, "NATS: unreadable event, terminated: {e}");
@@ -441,6 +444,9 @@ impl Bus for NatsBus {
                 let mut headers = HeaderMap::new();
                 headers.insert(async_nats::header::NATS_MESSAGE_ID, event.id.as_str());
                 headers.insert(CORRELATION_HEADER, one_line(&event.correlation_id).as_str());
+                if let Some(trace) = &event.traceparent {
+                    headers.insert(crate::trace::HEADER, one_line(trace).as_str());
+                }
                 if let Some(receipt) = &delivery.receipt {
                     receipt.expect(1);
                 }
@@ -546,6 +552,10 @@ impl Bus for NatsBus {
                         let Ok(event) = envelope::decode(&message.payload, MAX_ENVELOPE) else {
                             continue;
                         };
+                        let event = Event {
+                            traceparent: header(&message, crate::trace::HEADER),
+                            ..event
+                        };
                         if tx.send(Delivery::untracked(Arc::new(event))).await.is_err() {
                             break;
                         }
@@ -590,6 +600,7 @@ impl Bus for NatsBus {
                             subject: message.subject.to_string(),
                             payload: String::from_utf8_lossy(&message.payload).into_owned(),
                             correlation_id,
+                            traceparent: header(&message, crate::trace::HEADER),
                             reply,
                         };
                         if tx.send(request).await.is_err() {
@@ -622,6 +633,7 @@ impl Bus for NatsBus {
         subject: &str,
         payload: String,
         correlation_id: String,
+        traceparent: Option<String>,
         timeout: Duration,
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let subject = subject.to_owned();
@@ -634,6 +646,9 @@ impl Bus for NatsBus {
             }
             let mut headers = HeaderMap::new();
             headers.insert(CORRELATION_HEADER, one_line(&correlation_id).as_str());
+            if let Some(trace) = &traceparent {
+                headers.insert(crate::trace::HEADER, one_line(trace).as_str());
+            }
             let request = async_nats::Request::new()
                 .payload(payload.into())
                 .headers(headers)
@@ -695,6 +710,15 @@ async fn watch_backlog(
                 .insert(group.clone(), waiting);
         }
     }
+}
+
+/// A header of `message`, if it has one.
+fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.to_string())
 }
 
 fn error_reply(why: &str) -> (HeaderMap, String) {

@@ -78,6 +78,7 @@ fn new_event(state: &HostState, event_type: &str, data: &str) -> Result<Event, G
         timestamp: state.now_rfc3339(),
         correlation_id: state.inv.correlation_id.clone(),
         causation_id: state.inv.causation_id.clone(),
+        traceparent: state.inv.traceparent.clone(),
     })
 }
 
@@ -121,7 +122,13 @@ impl Host for HostState {
         let timeout = Duration::from_millis(u64::from(timeout_ms)).min(left);
         let bus = self.inv.component.bus.clone();
         let answer = bus
-            .request(&subject, payload, self.inv.correlation_id.clone(), timeout)
+            .request(
+                &subject,
+                payload,
+                self.inv.correlation_id.clone(),
+                self.inv.traceparent.clone(),
+                timeout,
+            )
             .await;
         Ok(answer.map_err(GuestError::from))
     }
