@@ -23,7 +23,12 @@ use support::{events_per_sec, wasm};
 const PER_REQUEST: u64 = 1000;
 
 fn config(dir: &Path, synchronous: &str) -> String {
-    let faulty = wasm("faulty").display().to_string();
+    let faulty = support::source_and_sink(
+        r#""bench.durable""#,
+        r#""bench.durable", "bench.tick""#,
+        r#""sink.none""#,
+        "",
+    );
     format!(
         r#"
 version = 1
@@ -33,16 +38,7 @@ enabled = false
 [data]
 dir = "{dir}"
 synchronous = "{synchronous}"
-[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["bench.durable"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["bench.durable", "bench.tick"]
-[components.sink.grants]
-publish = ["sink.none"]
-"#,
+{faulty}"#,
         dir = dir.display(),
     )
 }

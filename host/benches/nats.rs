@@ -31,46 +31,6 @@ const SECONDS: f64 = 5.0;
 const EVENTS: u64 = 50_000;
 const PER_REQUEST: u64 = 1000;
 
-/// A nats-server with JetStream on a free port, killed when dropped.
-struct Server {
-    child: std::process::Child,
-    url: String,
-    _store: tempfile::TempDir,
-}
-
-impl Server {
-    fn start() -> Server {
-        let store = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is not installed");
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Server {
-            child,
-            url: format!("nats://127.0.0.1:{port}"),
-            _store: store,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn config(dir: &Path, nats: Option<&str>) -> String {
     let bus = match nats {
         Some(url) => format!("[bus]\nkind = \"nats\"\nurl = \"{url}\"\n"),
@@ -90,19 +50,15 @@ serve = ["workflows.create"]
 replicas = 3
 [components.workflows.grants]
 publish = ["workflow.created"]
-[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["bench.durable"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["bench.durable"]
-[components.sink.grants]
-publish = ["sink.none"]
-"#,
+{faulty}"#,
         dir = dir.display(),
         workflows = wasm("workflows").display(),
-        faulty = wasm("faulty").display(),
+        faulty = support::source_and_sink(
+            r#""bench.durable""#,
+            r#""bench.durable""#,
+            r#""sink.none""#,
+            "",
+        ),
     )
 }
 
@@ -269,10 +225,12 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let runs = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
-    let server = Server::start();
+    let store = tempfile::tempdir().unwrap();
+    let server = weft_host::nats_server::NatsServer::start(store.path(), 0).unwrap();
+    let url = server.url();
     let mut rows = Vec::new();
     rt.block_on(async {
-        for (name, nats) in [("NATS", Some(server.url.as_str())), ("local bus", None)] {
+        for (name, nats) in [("NATS", Some(url.as_str())), ("local bus", None)] {
             if !runs(if nats.is_some() { "nats" } else { "local" }) {
                 continue;
             }
@@ -296,13 +254,13 @@ fn main() {
         if !runs("raw") {
             return;
         }
-        let (rt_s, p50, p99) = raw_request_reply(&server.url).await;
+        let (rt_s, p50, p99) = raw_request_reply(&url).await;
         rows.push(format!(
             "| raw async-nats request → queue-group responder, {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
             ms(p50),
             ms(p99)
         ));
-        let raw = raw_jetstream(&server.url, EVENTS).await;
+        let raw = raw_jetstream(&url, EVENTS).await;
         rows.push(format!(
             "| raw async-nats JetStream publish (acks per 256) → pull → ack | {raw:.0} events/s |"
         ));

@@ -101,11 +101,15 @@ async fn run(args: &Args, dir: &Path) -> Result<bool> {
     // `--nats own`: a nats-server of the test's own, so that no stream of
     // an earlier run feeds this one.
     let own_server = match args.nats.as_deref() {
-        Some("own") => Some(OwnNats::start(&dir.join("nats"))?),
+        Some("own") => {
+            let server = weft_host::nats_server::NatsServer::start(&dir.join("nats"), 0)?;
+            println!("crash test: nats-server of its own on {}", server.url());
+            Some(server)
+        }
         _ => None,
     };
     let nats_url = match &own_server {
-        Some(server) => Some(server.url.clone()),
+        Some(server) => Some(server.url()),
         None => args.nats.clone(),
     };
     fs::write(
@@ -135,52 +139,6 @@ async fn run(args: &Args, dir: &Path) -> Result<bool> {
     report.print(args, &acked);
     drop(own_server);
     Ok(report.passed() && quiet && status.success())
-}
-
-/// A `nats-server -js` on a free port, killed when dropped.
-struct OwnNats {
-    child: std::process::Child,
-    url: String,
-}
-
-impl OwnNats {
-    fn start(store: &Path) -> Result<OwnNats> {
-        fs::create_dir_all(store).with_context(|| format!("cannot create {}", store.display()))?;
-        let addr = free_addr()?;
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &addr.port().to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(store)
-            .arg("-l")
-            .arg(store.join("nats.log"))
-            .spawn()
-            .context("cannot start nats-server (apt-get install nats-server)")?;
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            if Instant::now() > until {
-                bail!("nats-server did not start on {addr}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        println!("crash test: nats-server of its own on {addr}");
-        Ok(OwnNats {
-            child,
-            url: format!("nats://{addr}"),
-        })
-    }
-}
-
-impl Drop for OwnNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // --- arguments -----------------------------------------------------------------

@@ -939,11 +939,13 @@ mod tests {
         db.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
     }
 
-    #[tokio::test]
-    async fn a_member_that_others_wait_behind_hears_committed_only_after_the_groups_commit(
-    ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+    /// Member A inserts 1 and commits while B waits for the lease: A hands
+    /// the lease (and its uncommitted work) on to B and waits for the
+    /// group's commit. Returns A's commit, still running, and B.
+    async fn a_commits_while_b_waits(
+        db: &Database,
+    ) -> Result<(tokio::task::JoinHandle<Result<(), DbError>>, Tx), Box<dyn std::error::Error>>
+    {
         let a = db.begin().await?;
         a.execute("INSERT INTO t VALUES (1)".into(), vec![]).await?;
         let waiter = db.clone();
@@ -951,9 +953,16 @@ mod tests {
         while db.inner.waiting.load(Ordering::SeqCst) == 0 {
             tokio::task::yield_now().await;
         }
-        // B waits for the lease: A hands it on with its work uncommitted.
         let a_done = tokio::spawn(a.commit());
-        let b = b.await??;
+        Ok((a_done, b.await??))
+    }
+
+    #[tokio::test]
+    async fn a_member_that_others_wait_behind_hears_committed_only_after_the_groups_commit(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open()?;
+        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (a_done, b) = a_commits_while_b_waits(&db).await?;
         assert_eq!(committed_rows(&db)?, 0, "A's row is not committed yet");
         assert!(
             !a_done.is_finished(),
@@ -974,15 +983,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, db) = open()?;
         db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
-        let a = db.begin().await?;
-        a.execute("INSERT INTO t VALUES (1)".into(), vec![]).await?;
-        let waiter = db.clone();
-        let b = tokio::spawn(async move { waiter.begin().await });
-        while db.inner.waiting.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        let a_done = tokio::spawn(a.commit());
-        let b = b.await??;
+        let (a_done, b) = a_commits_while_b_waits(&db).await?;
         b.execute("INSERT INTO t VALUES (2)".into(), vec![]).await?;
         drop(b); // B failed: its row goes, A's stays and commits
         a_done.await??;
@@ -1000,15 +1001,7 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, db) = open()?;
         db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
-        let a = db.begin().await?;
-        a.execute("INSERT INTO t VALUES (1)".into(), vec![]).await?;
-        let waiter = db.clone();
-        let b = tokio::spawn(async move { waiter.begin().await });
-        while db.inner.waiting.load(Ordering::SeqCst) == 0 {
-            tokio::task::yield_now().await;
-        }
-        let a_done = tokio::spawn(a.commit());
-        let b = b.await??;
+        let (a_done, b) = a_commits_while_b_waits(&db).await?;
         a_done.abort(); // A's caller is gone while A waits for the group
         let _ = a_done.await;
         drop(b); // and B, the last holder of the lease, fails

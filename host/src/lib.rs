@@ -70,6 +70,7 @@ pub mod health;
 pub mod hub;
 pub mod limits;
 pub mod loader;
+pub mod nats_server;
 pub mod outbox;
 pub mod reload;
 pub mod runtime;

@@ -155,8 +155,8 @@ pub struct Outbox {
     /// The highest sequence number known to be committed.
     committed_up_to: AtomicI64,
     ledger: Mutex<Ledger>,
-    /// How long confirmed rows are kept (see [`Bus::resend_window`]), in ms.
-    resend_window_ms: std::sync::atomic::AtomicU64,
+    /// Woken whenever the relay hands rows to the bus (for [`Outbox::sent`]).
+    progress: Notify,
 }
 
 /// A subscriber's promise to say when it is done with one delivery of an
@@ -243,7 +243,7 @@ impl Outbox {
                 pruned_below: first.unwrap_or(last + 1),
                 history: std::collections::VecDeque::new(),
             }),
-            resend_window_ms: std::sync::atomic::AtomicU64::new(0),
+            progress: Notify::new(),
         }))
     }
 
@@ -283,12 +283,14 @@ impl Outbox {
 
     /// Waits until everything committed so far was handed to the bus.
     pub async fn sent(&self) {
+        let target = self.committed_up_to.load(Ordering::Relaxed);
         loop {
-            let target = self.committed_up_to.load(Ordering::Relaxed);
+            // Registered before the check, so a hand-off in between wakes it.
+            let progressed = self.progress.notified();
             if self.lock().last_sent >= target {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            progressed.await;
         }
     }
 
@@ -297,9 +299,7 @@ impl Outbox {
     /// own, so that waiting for the writer lease never holds up delivery).
     pub async fn relay(self: Arc<Self>, bus: Arc<dyn Bus>, mut stop: watch::Receiver<bool>) {
         let window = bus.resend_window();
-        self.resend_window_ms
-            .store(window.as_millis() as u64, Ordering::Relaxed);
-        let pruner = tokio::spawn(self.clone().prune_loop(stop.clone()));
+        let pruner = tokio::spawn(self.clone().prune_loop(window, stop.clone()));
         let mut pause = RETRY_FIRST;
         let mut reconnects = bus.reconnects();
         let mut check = tokio::time::interval(Duration::from_millis(250));
@@ -362,7 +362,7 @@ impl Outbox {
             }
         }
         let _ = pruner.await;
-        self.prune().await;
+        self.prune(window).await;
     }
 
     /// After the bus failed: everything not confirmed is sent again from
@@ -443,8 +443,7 @@ impl Outbox {
             })?;
             if rows.is_empty() {
                 // Nothing stored in the range: numbers without rows.
-                let mut ledger = self.lock();
-                ledger.last_sent = ledger.last_sent.max(before - 1);
+                self.sent_up_to(before - 1);
                 return Ok(());
             }
             let mut batch = Vec::with_capacity(rows.len());
@@ -463,7 +462,7 @@ impl Outbox {
                         // so that it does not block every row after it.
                         tracing::error!(component = %self.owner, seq, "outbox row unreadable, skipped: {e}");
                         self.post(bus, std::mem::take(&mut batch)).await?;
-                        self.lock().last_sent = seq;
+                        self.sent_up_to(seq);
                     }
                 }
             }
@@ -481,43 +480,50 @@ impl Outbox {
         let Some(last) = rows.last().map(|r| r.seq) else {
             return Ok(());
         };
-        let posted = rows
-            .into_iter()
-            .map(|row| {
-                let receipt = Receipt {
-                    outbox: self.clone(),
-                    seq: row.seq,
-                };
+        let mut posted = Vec::with_capacity(rows.len());
+        {
+            let mut ledger = self.lock();
+            for row in rows {
                 // Until the bus says how many, the row counts as unsettled.
-                self.lock().pending.insert(row.seq, 1);
-                Delivery {
+                ledger.pending.insert(row.seq, 1);
+                posted.push(Delivery {
                     event: row.event,
                     broker: None,
-                    receipt: Some(receipt),
-                }
-            })
-            .collect();
+                    receipt: Some(Receipt {
+                        outbox: self.clone(),
+                        seq: row.seq,
+                    }),
+                });
+            }
+        }
         bus.publish(posted).await?;
-        let mut ledger = self.lock();
-        ledger.last_sent = ledger.last_sent.max(last);
+        self.sent_up_to(last);
         Ok(())
     }
 
-    async fn prune_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// Every row up to `seq` is handed to the bus.
+    fn sent_up_to(&self, seq: i64) {
+        let mut ledger = self.lock();
+        ledger.last_sent = ledger.last_sent.max(seq);
+        drop(ledger);
+        self.progress.notify_waiters();
+    }
+
+    async fn prune_loop(self: Arc<Self>, window: Duration, mut stop: watch::Receiver<bool>) {
         let mut ticks = tokio::time::interval(PRUNE_EVERY);
         let mut trims = tokio::time::interval(INBOX_TRIM_EVERY);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = ticks.tick() => self.prune().await,
+                _ = ticks.tick() => self.prune(window).await,
                 _ = trims.tick() => self.trim_inbox().await,
             }
         }
     }
 
-    /// Deletes the rows every subscriber settled.
-    async fn prune(&self) {
-        let window = Duration::from_millis(self.resend_window_ms.load(Ordering::Relaxed));
+    /// Deletes the rows every subscriber settled a whole resend `window`
+    /// ago (see [`Bus::resend_window`]).
+    async fn prune(&self, window: Duration) {
         let (below, done) = {
             let mut ledger = self.lock();
             (ledger.prunable(window), ledger.pruned_below)

@@ -705,22 +705,38 @@ async fn redeliver(
             Some((_, why)) => error = why,
         }
     }
+    // Not kept: unsettled, it stays in its publisher's outbox and comes
+    // again after a restart.
+    if keep_dead_letter(component, &event, attempt, &error).await {
+        delivery.settle();
+    }
+}
+
+/// Keeps `event`, failed for good after `attempts`, as a dead letter of
+/// `component`; whether it is kept (if not, it must not be settled).
+async fn keep_dead_letter(
+    component: &LoadedComponent,
+    event: &Event,
+    attempts: u32,
+    error: &str,
+) -> bool {
     tracing::error!(
         component = component.name(),
         event_id = %event.id,
         event_type = %event.event_type,
-        attempts = attempt,
+        attempts,
         "delivery failed for good ({error}); kept as a dead letter"
     );
-    match crate::deadletters::add(&component.ctx.db, &event, attempt, &error).await {
-        Ok(()) => delivery.settle(),
-        // Unsettled, it stays in its publisher's outbox and comes again
-        // after a restart.
-        Err(e) => tracing::error!(
-            component = component.name(),
-            event_id = %event.id,
-            "cannot keep the dead letter: {e}"
-        ),
+    match crate::deadletters::add(&component.ctx.db, event, attempts, error).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                component = component.name(),
+                event_id = %event.id,
+                "cannot keep the dead letter: {e}"
+            );
+            false
+        }
     }
 }
 
@@ -748,24 +764,11 @@ async fn broker_failed(
         broker.retry_after(delay);
         return;
     }
-    tracing::error!(
-        component = component.name(),
-        event_id = %event.id,
-        event_type = %event.event_type,
-        attempts = attempt,
-        "delivery failed for good ({error}); kept as a dead letter"
-    );
-    match crate::deadletters::add(&component.ctx.db, event, attempt, error).await {
-        Ok(()) => {
-            broker.dead_letter(component.name(), attempt, error);
-            broker.ack();
-        }
-        // Not acknowledged: the broker delivers it again after its ack wait.
-        Err(e) => tracing::error!(
-            component = component.name(),
-            event_id = %event.id,
-            "cannot keep the dead letter: {e}"
-        ),
+    // Not kept: unacknowledged, the broker delivers it again after its
+    // ack wait.
+    if keep_dead_letter(component, event, attempt, error).await {
+        broker.dead_letter(component.name(), attempt, error);
+        broker.ack();
     }
 }
 

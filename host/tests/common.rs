@@ -143,60 +143,154 @@ greeting = "hello"
     )
 }
 
+/// Two `faulty` components: `source`, which may publish `publishes`, and
+/// `sink`, which subscribes to `subscribes` and may publish `sink_publishes`
+/// (each a TOML list body, e.g. `"faulty.slow"`); `sink_config` lines go
+/// into `[components.sink.config]` (none if empty).
+pub fn source_and_sink(
+    publishes: &str,
+    subscribes: &str,
+    sink_publishes: &str,
+    sink_config: &str,
+) -> String {
+    let config = if sink_config.is_empty() {
+        String::new()
+    } else {
+        format!("[components.sink.config]\n{sink_config}\n")
+    };
+    format!(
+        r#"[components.source]
+wasm = "{faulty}"
+[components.source.grants]
+publish = [{publishes}]
+[components.sink]
+wasm = "{faulty}"
+subscribe = [{subscribes}]
+[components.sink.grants]
+publish = [{sink_publishes}]
+{config}"#,
+        faulty = wasm("faulty").display(),
+    )
+}
+
 /// A `nats-server` with JetStream of the test's own, on a free port, with
 /// its store in a temporary directory; killed when dropped.
 pub struct NatsServer {
-    process: std::process::Child,
+    server: weft_host::nats_server::NatsServer,
     pub url: String,
     pub port: u16,
-    _store: tempfile::TempDir,
+    store: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let store = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port, store)
+        Self::start_on(0, tempfile::tempdir().unwrap())
     }
 
-    /// A server on `port` with the store in `store` (a restart keeps both).
+    /// A server on `port` (0: a free one) with the store in `store` (a
+    /// restart keeps both).
     pub fn start_on(port: u16, store: tempfile::TempDir) -> NatsServer {
-        let process = std::process::Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-            .arg(store.path())
-            .args(["-l"])
-            .arg(store.path().join(format!("nats-{port}.log")))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nats-server is not installed (apt-get install nats-server)");
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let server = weft_host::nats_server::NatsServer::start(store.path(), port).unwrap();
         NatsServer {
-            process,
-            url: format!("nats://127.0.0.1:{port}"),
-            port,
-            _store: store,
+            url: server.url(),
+            port: server.port(),
+            server,
+            store,
         }
     }
 
     /// Kills it (as a crash would) and hands back its store.
-    pub fn kill(mut self) -> tempfile::TempDir {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-        let store = tempfile::tempdir().unwrap();
-        std::mem::replace(&mut self._store, store)
+    pub fn kill(self) -> tempfile::TempDir {
+        self.server.kill();
+        self.store
     }
 }
 
-impl Drop for NatsServer {
+/// A free `127.0.0.1:<port>` for a host to listen on.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// The real `weft` binary running `weft run --config <config>` (plus
+/// `args` and `env`) with its HTTP on `addr`; killed if dropped, so that a
+/// failed test never leaves a host running. Its stderr goes to `log` and,
+/// line by line, to [`WeftProcess::wait_for`].
+pub struct WeftProcess {
+    process: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// `http://<addr>`.
+    pub base: String,
+}
+
+impl WeftProcess {
+    pub fn start(
+        config: &Path,
+        addr: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+        log: &Path,
+    ) -> WeftProcess {
+        use std::io::{BufRead, Write};
+        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .args(args)
+            .envs(env.iter().copied())
+            .env("WEFT_HTTP_ADDR", addr)
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = process.stderr.take().unwrap();
+        let mut file = std::fs::File::create(log).unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = writeln!(file, "{line}");
+                let _ = tx.send(line); // nobody listening is fine
+            }
+        });
+        WeftProcess {
+            process,
+            lines,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Waits for a stderr line containing `text`.
+    pub fn wait_for(&self, text: &str, timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return Some(line),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    /// Kills it outright, as a crash would (`kill -9`).
+    pub fn kill(mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
+    /// Stops it with SIGTERM and checks that it exited cleanly.
+    pub fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.process.id().to_string()])
+            .status();
+        let status = self.process.wait().unwrap();
+        assert!(status.success(), "weft exited with {status}");
+    }
+}
+
+impl Drop for WeftProcess {
     fn drop(&mut self) {
         let _ = self.process.kill();
         let _ = self.process.wait();

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{eventually, wasm, TestHost};
+use common::{eventually, free_addr, TestHost, WeftProcess};
 use serde_json::{json, Value};
 
 /// `source` publishes `faulty.noted` (POST /source/note); `sink` handles
@@ -21,20 +21,16 @@ fn config(dir: &Path, extra: &str) -> String {
 attempts = 3
 backoff_ms = 100
 jitter_percent = 20
-{iam_and_lgm}[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["faulty.noted"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["test.>", "faulty.noted", "faulty.poison"]
-[components.sink.grants]
-publish = ["faulty.noted"]
-{extra}
+{iam_and_lgm}{faulty}{extra}
 "#,
         header = common::header(dir),
         iam_and_lgm = common::iam_and_lgm(),
-        faulty = wasm("faulty").display(),
+        faulty = common::source_and_sink(
+            r#""faulty.noted""#,
+            r#""test.>", "faulty.noted", "faulty.poison""#,
+            r#""faulty.noted""#,
+            "",
+        ),
     )
 }
 
@@ -383,70 +379,6 @@ async fn weft_dlq_lists_and_replays_through_the_running_host() {
     t.stop().await;
 }
 
-/// A `weft run` child process with its stderr read line by line.
-struct Child {
-    process: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    base: String,
-}
-
-impl Child {
-    fn start(config: &Path, addr: &str) -> Child {
-        use std::io::BufRead;
-        let mut process = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("WEFT_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = process.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Child {
-            process,
-            lines,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    /// Waits for a stderr line containing `text`.
-    fn wait_for(&self, text: &str, timeout: Duration) -> Option<String> {
-        let until = Instant::now() + timeout;
-        while let Some(left) = until.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return Some(line),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        // A failed test must not leave a host running.
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_killed_mid_handler_delivers_the_event_again_after_restart_and_applies_it_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -457,27 +389,21 @@ async fn a_host_killed_mid_handler_delivers_the_event_again_after_restart_and_ap
 addr = "{addr}"
 [data]
 dir = "{data}"
-[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["faulty.slow"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["faulty.slow"]
-[components.sink.grants]
-publish = ["faulty.noted"]
-[components.sink.config]
-slow_ms = "1500"
-record_events = "true"
-"#,
+{faulty}"#,
         data = dir.path().join("data").display(),
-        faulty = wasm("faulty").display(),
+        faulty = common::source_and_sink(
+            r#""faulty.slow""#,
+            r#""faulty.slow""#,
+            r#""faulty.noted""#,
+            "slow_ms = \"1500\"\nrecord_events = \"true\"",
+        ),
     );
     let file = dir.path().join("runtime.toml");
     std::fs::write(&file, toml).unwrap();
     let client = reqwest::Client::new();
 
-    let mut first = Child::start(&file, &addr);
+    let info: &[(&str, &std::ffi::OsStr)] = &[("WEFT_LOG", "info".as_ref())];
+    let first = WeftProcess::start(&file, &addr, &[], info, &dir.path().join("first.log"));
     first
         .wait_for("weft started", Duration::from_secs(30))
         .expect("the host did not start");
@@ -499,12 +425,11 @@ record_events = "true"
         .collect();
     assert_eq!(event_id.len(), 36, "{line}");
     // Mid-handler: the sink is spinning inside its invocation.
-    first.process.kill().unwrap();
-    first.process.wait().unwrap();
+    first.kill();
 
     // The relay delivers what the first run left as the host starts: the
     // handler may begin before "weft started" is logged.
-    let mut second = Child::start(&file, &addr);
+    let second = WeftProcess::start(&file, &addr, &[], info, &dir.path().join("second.log"));
     second
         .wait_for(&format!("slow event {event_id}"), Duration::from_secs(10))
         .expect("the event was not delivered again");
@@ -524,9 +449,7 @@ record_events = "true"
     assert_eq!(seen, Some(1), "applied once after the restart");
     // Let a second delivery, if there were one, finish before counting.
     tokio::time::sleep(Duration::from_millis(2000)).await;
-    unsafe_free_sigterm(&second.process);
-    let status = second.process.wait().unwrap();
-    assert!(status.success(), "{status}");
+    second.stop();
     let sink = db(&dir.path().join("data"), "sink");
     let rows = count(
         &sink,
@@ -540,37 +463,21 @@ record_events = "true"
     assert_eq!(outbox, 0, "the settled event stayed in the outbox");
 }
 
-/// SIGTERM without `unsafe` or a libc binding: the `kill` command.
-fn unsafe_free_sigterm(child: &std::process::Child) {
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_leaves_its_backlog_on_disk_and_in_health_not_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         r#"{header}[bus]
 queue_capacity = 16
-{iam_and_lgm}[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["faulty.slow"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["faulty.slow"]
-[components.sink.grants]
-publish = ["faulty.noted"]
-[components.sink.config]
-slow_ms = "1"
-"#,
+{iam_and_lgm}{faulty}"#,
         header = common::header(dir.path()),
         iam_and_lgm = common::iam_and_lgm(),
-        faulty = wasm("faulty").display(),
+        faulty = common::source_and_sink(
+            r#""faulty.slow""#,
+            r#""faulty.slow""#,
+            r#""faulty.noted""#,
+            r#"slow_ms = "1""#,
+        ),
     );
     let t = TestHost::start_toml(dir, &toml).await;
     // 3,000 events at about 1 ms each: the sink needs seconds, the

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{eventually, wasm, NatsServer};
+use common::{eventually, free_addr, wasm, NatsServer, WeftProcess};
 use futures::StreamExt;
 use serde_json::{json, Value};
 use weft_host::config::Config;
@@ -116,20 +116,11 @@ async fn a_nats_restart_while_events_flow_loses_nothing_and_applies_nothing_twic
     let server = NatsServer::start();
     let port = server.port;
     let dir = tempfile::tempdir().unwrap();
-    let body = format!(
-        r#"[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = ["test.flow"]
-[components.sink]
-wasm = "{faulty}"
-subscribe = ["test.flow"]
-[components.sink.grants]
-publish = ["faulty.noted"]
-[components.sink.config]
-record_events = "true"
-"#,
-        faulty = wasm("faulty").display(),
+    let body = common::source_and_sink(
+        r#""test.flow""#,
+        r#""test.flow""#,
+        r#""faulty.noted""#,
+        r#"record_events = "true""#,
     );
     let host = host_on(dir.path(), &server.url, &body).await;
     let mut acknowledged = 0;
@@ -405,49 +396,15 @@ async fn a_stream_of_another_shape_is_a_clear_start_error() {
     assert!(err.to_string().contains("cannot connect to NATS"), "{err}");
 }
 
-/// A `weft run` process, stopped with SIGTERM (or killed) when dropped.
-struct WeftProcess {
-    child: std::process::Child,
-    base: String,
-}
-
-impl WeftProcess {
-    fn start(config: &Path, data: &Path, addr: &str, components: &str) -> WeftProcess {
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .args(["--components", components])
-            .env("WEFT_HTTP_ADDR", addr)
-            .env("WEFT_DATA_DIR", data)
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        WeftProcess {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-
-    fn stop(mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "weft exited with {status}");
-    }
-}
-
-impl Drop for WeftProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
+/// `weft run --components <components>` on its own data dir and port.
+fn weft_process(config: &Path, data: &Path, components: &str) -> WeftProcess {
+    WeftProcess::start(
+        config,
+        &free_addr(),
+        &["--components", components],
+        &[("WEFT_DATA_DIR", data.as_os_str())],
+        &data.with_extension("log"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,7 +446,7 @@ publish = ["workflow.created"]
     std::fs::write(&file, toml).unwrap();
     let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
     // The first process makes the signing keys; the second finds them.
-    let a = WeftProcess::start(&file, &data_a, &free_addr(), "iam,workflows");
+    let a = weft_process(&file, &data_a, "iam,workflows");
     let client = reqwest::Client::new();
     let up = |base: String| {
         let client = client.clone();
@@ -503,7 +460,7 @@ publish = ["workflow.created"]
         }
     };
     up(a.base.clone()).await;
-    let b = WeftProcess::start(&file, &data_b, &free_addr(), "bpm,lgm,nsm,workflows");
+    let b = weft_process(&file, &data_b, "bpm,lgm,nsm,workflows");
     up(b.base.clone()).await;
 
     // Register on A (IAM); BPM on B opens the account from the event.

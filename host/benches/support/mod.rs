@@ -19,6 +19,36 @@ pub fn wasm(name: &str) -> PathBuf {
         .join(format!("{name}.wasm"))
 }
 
+/// Two `faulty` components: `source`, which may publish `publishes`, and
+/// `sink`, which subscribes to `subscribes` and may publish `sink_publishes`
+/// (each a TOML list body, e.g. `"faulty.slow"`); `sink_config` lines go
+/// into `[components.sink.config]` (none if empty).
+pub fn source_and_sink(
+    publishes: &str,
+    subscribes: &str,
+    sink_publishes: &str,
+    sink_config: &str,
+) -> String {
+    let config = if sink_config.is_empty() {
+        String::new()
+    } else {
+        format!("[components.sink.config]\n{sink_config}\n")
+    };
+    format!(
+        r#"[components.source]
+wasm = "{faulty}"
+[components.source.grants]
+publish = [{publishes}]
+[components.sink]
+wasm = "{faulty}"
+subscribe = [{subscribes}]
+[components.sink.grants]
+publish = [{sink_publishes}]
+{config}"#,
+        faulty = wasm("faulty").display(),
+    )
+}
+
 /// The `p` quantile of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {

@@ -177,12 +177,7 @@ impl Bus for LocalBus {
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let subject = subject.to_owned();
         async move {
-            if !subject::is_literal(&subject) {
-                return Err(BusError::InvalidSubject(subject));
-            }
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(BusError::Closed);
-            }
+            super::may_request(&subject, self.closed.load(Ordering::Relaxed))?;
             let queue = self
                 .server_for(&subject)
                 .ok_or_else(|| BusError::NoResponder(subject.clone()))?;

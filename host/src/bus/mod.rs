@@ -114,6 +114,18 @@ pub struct IncomingRequest {
     pub reply: tokio::sync::oneshot::Sender<Result<String, String>>,
 }
 
+/// Why a bus cannot send a request on `subject` (checked before anything
+/// else by both buses): it must be literal, and the bus still open.
+fn may_request(subject: &str, closed: bool) -> Result<(), BusError> {
+    if !subject::is_literal(subject) {
+        return Err(BusError::InvalidSubject(subject.to_owned()));
+    }
+    if closed {
+        return Err(BusError::Closed);
+    }
+    Ok(())
+}
+
 /// Receives the events a queue group subscribed to; members share it.
 pub type EventReceiver = async_channel::Receiver<Delivery>;
 /// Receives the requests for the subjects a queue group serves.

@@ -638,12 +638,7 @@ impl Bus for NatsBus {
     ) -> BoxFuture<'_, Result<String, BusError>> {
         let subject = subject.to_owned();
         async move {
-            if !subject::is_literal(&subject) {
-                return Err(BusError::InvalidSubject(subject));
-            }
-            if self.closed.load(Ordering::Relaxed) {
-                return Err(BusError::Closed);
-            }
+            super::may_request(&subject, self.closed.load(Ordering::Relaxed))?;
             let mut headers = HeaderMap::new();
             headers.insert(CORRELATION_HEADER, one_line(&correlation_id).as_str());
             if let Some(trace) = &traceparent {
