@@ -2,7 +2,6 @@
 //! generator on keep-alive connections, an event pump, percentiles.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,42 +11,12 @@ use http_body_util::{BodyExt, Empty};
 use weft_host::bus::{Delivery, Event};
 use weft_host::Host;
 
-/// The built component `name`.
-pub fn wasm(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../components/target/wasm32-wasip2/release")
-        .join(format!("{name}.wasm"))
-}
-
-/// Two `faulty` components: `source`, which may publish `publishes`, and
-/// `sink`, which subscribes to `subscribes` and may publish `sink_publishes`
-/// (each a TOML list body, e.g. `"faulty.slow"`); `sink_config` lines go
-/// into `[components.sink.config]` (none if empty).
-pub fn source_and_sink(
-    publishes: &str,
-    subscribes: &str,
-    sink_publishes: &str,
-    sink_config: &str,
-) -> String {
-    let config = if sink_config.is_empty() {
-        String::new()
-    } else {
-        format!("[components.sink.config]\n{sink_config}\n")
-    };
-    format!(
-        r#"[components.source]
-wasm = "{faulty}"
-[components.source.grants]
-publish = [{publishes}]
-[components.sink]
-wasm = "{faulty}"
-subscribe = [{subscribes}]
-[components.sink.grants]
-publish = [{sink_publishes}]
-{config}"#,
-        faulty = wasm("faulty").display(),
-    )
-}
+// The tests' helpers for built components and their configs, shared
+// rather than copied.
+#[path = "../../tests/common.rs"]
+mod common;
+#[allow(unused_imports)] // not every bench uses both
+pub use common::{source_and_sink, wasm};
 
 /// The `p` quantile of sorted samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
