@@ -99,59 +99,33 @@ impl NatsBus {
             why,
         };
         let reconnects = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let counter = reconnects.clone();
-        let mut options = async_nats::ConnectOptions::new()
-            .name(config.name.clone().unwrap_or_else(|| "weft".into()))
-            .connection_timeout(Duration::from_secs(5))
-            .event_callback(move |event| {
-                let counter = counter.clone();
-                async move {
-                    match event {
-                        async_nats::Event::Connected => {
-                            counter.fetch_add(1, Ordering::Relaxed);
-                            tracing::info!("NATS: connected");
-                        }
-                        async_nats::Event::Disconnected => {
-                            tracing::warn!("NATS: disconnected; reconnecting with backoff")
-                        }
-                        other => tracing::info!("NATS: {other}"),
-                    }
-                }
-            });
-        if let (Some(user), Some(password)) = (&config.user, &config.password) {
-            options = options.user_and_password(user.clone(), password.clone());
-        }
-        if let Some(token) = &config.token {
-            options = options.token(token.clone());
-        }
-        if let Some(file) = &config.credentials {
-            options = options
-                .credentials_file(file)
-                .await
-                .map_err(|e| connect_err(format!("credentials {}: {e}", file.display())))?;
-        }
-        if let Some(ca) = &config.tls_ca {
-            options = options.add_root_certificates(ca.clone());
-        }
-        if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
-            options = options.add_client_certificate(cert.clone(), key.clone());
-        }
-        if config.tls_required {
-            options = options.require_tls(true);
-        }
         let urls: Vec<async_nats::ServerAddr> = url
             .split(',')
             .map(|u| u.trim().parse())
             .collect::<Result<_, _>>()
             .map_err(|e| connect_err(format!("bad URL: {e}")))?;
-        let client = options
+        let name = config.name.clone().unwrap_or_else(|| "weft".into());
+        // Two connections, one for requests and replies and one for the
+        // streams: the server takes a connection's messages in order, and
+        // a reply sharing one with the outbox relay's JetStream publishes
+        // waited behind them (one request in flight: 2.4k → 2.85k round
+        // trips/s; durable events 26k → 28.6k/s).
+        let client = options(config, &name, &reconnects)
+            .await
+            .map_err(connect_err)?
+            .connect(urls.clone())
+            .await
+            .map_err(|e| connect_err(e.to_string()))?;
+        let stream_client = options(config, &format!("{name}-stream"), &reconnects)
+            .await
+            .map_err(connect_err)?
             .connect(urls)
             .await
             .map_err(|e| connect_err(e.to_string()))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(ACK_TIMEOUT)
             .ack_timeout(ACK_TIMEOUT)
-            .build(client.clone());
+            .build(stream_client);
         let events = ensure_stream(
             &js,
             &config.stream,
@@ -174,6 +148,56 @@ impl NatsBus {
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
+}
+
+/// The connection options `config` asks for; each (re)connection counts
+/// in `reconnects`.
+async fn options(
+    config: &BusConfig,
+    name: &str,
+    reconnects: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<async_nats::ConnectOptions, String> {
+    let counter = reconnects.clone();
+    let mut options = async_nats::ConnectOptions::new()
+        .name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let counter = counter.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("NATS: connected");
+                    }
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("NATS: disconnected; reconnecting with backoff")
+                    }
+                    other => tracing::info!("NATS: {other}"),
+                }
+            }
+        });
+    if let (Some(user), Some(password)) = (&config.user, &config.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    }
+    if let Some(token) = &config.token {
+        options = options.token(token.clone());
+    }
+    if let Some(file) = &config.credentials {
+        options = options
+            .credentials_file(file)
+            .await
+            .map_err(|e| format!("credentials {}: {e}", file.display()))?;
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if config.tls_required {
+        options = options.require_tls(true);
+    }
+    Ok(options)
 }
 
 /// Gets stream `name`, checking that it covers `subject`, or creates it.
