@@ -38,6 +38,16 @@ impl NatsServer {
     /// connections. Starting again on the same port and store is a restart:
     /// the streams are still there.
     pub fn start(store: &Path, port: u16) -> Result<NatsServer, NatsServerError> {
+        Self::start_with(store, port, &[])
+    }
+
+    /// [`NatsServer::start`] with more arguments for `nats-server`
+    /// (`--tls …`, `--user …`).
+    pub fn start_with(
+        store: &Path,
+        port: u16,
+        args: &[&str],
+    ) -> Result<NatsServer, NatsServerError> {
         std::fs::create_dir_all(store)?;
         let port = match port {
             0 => std::net::TcpListener::bind("127.0.0.1:0")?
@@ -50,6 +60,7 @@ impl NatsServer {
             .arg(store)
             .arg("-l")
             .arg(store.join(format!("nats-{port}.log")))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

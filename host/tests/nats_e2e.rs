@@ -534,3 +534,107 @@ publish = ["workflow.created"]
         "both processes serve: {on_a} / {on_b}"
     );
 }
+
+/// TLS with a CA of the test's own, and a user and password: the host
+/// connects and works; a wrong password or an unknown CA is a clear start
+/// error, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_connect_and_a_wrong_one_is_a_clear_start_error() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca, &ca_key)
+        .unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("server.pem"), server_cert.pem()).unwrap();
+    std::fs::write(path("server-key.pem"), server_key.serialize_pem()).unwrap();
+    let (cert, key) = (path("server.pem"), path("server-key.pem"));
+    let store = dir.path().join("store");
+    let server = weft_host::nats_server::NatsServer::start_with(
+        &store,
+        0,
+        &[
+            "--tls",
+            "--tlscert",
+            &cert,
+            "--tlskey",
+            &key,
+            "--user",
+            "weft",
+            "--pass",
+            "s3cret",
+        ],
+    )
+    .unwrap();
+    let bus = |password: &str, ca: &str| {
+        format!(
+            "[bus]\nkind = \"nats\"\nurl = \"tls://127.0.0.1:{port}\"\ntls_required = true\n\
+             tls_ca = \"{ca}\"\nuser = \"weft\"\npassword = \"{password}\"\n",
+            port = server.port(),
+        )
+    };
+    let body = format!(
+        r#"[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+[components.workflows.grants]
+publish = ["workflow.created"]
+"#,
+        workflows = wasm("workflows").display(),
+    );
+    let start = |bus: String, data: &str| {
+        let data = dir.path().join(data);
+        let toml = format!("{}{bus}{body}", common::header(&data));
+        let config = Config::parse(&toml, &data).unwrap();
+        async move { Host::start(config).await }
+    };
+    let host = start(bus("s3cret", &path("ca.pem")), "good")
+        .await
+        .expect("TLS with the right CA and password");
+    let seen = host.subscribe(&["workflow.created"]).await.unwrap();
+    let reply = host
+        .request(
+            "workflows.create",
+            r#"{"name":"Over TLS","buildingId":"b-tls"}"#,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert!(reply.contains("b-tls"), "{reply}");
+    let event = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .expect("no event over TLS")
+        .unwrap();
+    assert_eq!(event.event_type, "workflow.created");
+    host.shutdown().await;
+    for (bus, why, says) in [
+        (
+            bus("wrong", &path("ca.pem")),
+            "a wrong password",
+            "authorization",
+        ),
+        (
+            bus("s3cret", &path("server.pem")),
+            "an unknown CA",
+            "certificate",
+        ),
+    ] {
+        let started = tokio::time::timeout(Duration::from_secs(20), start(bus, "bad")).await;
+        let err = match started {
+            Ok(Err(e)) => e.to_string(),
+            Ok(Ok(_)) => panic!("{why}: the host started"),
+            Err(_) => panic!("{why}: the start hung"),
+        };
+        assert!(
+            err.contains("cannot connect to NATS") && err.contains(says),
+            "{why}: {err}"
+        );
+    }
+}
