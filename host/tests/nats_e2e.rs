@@ -28,6 +28,19 @@ async fn host_on(dir: &Path, url: &str, body: &str) -> Host {
         .unwrap()
 }
 
+/// The workflows component serving `workflows.create`, for `runtime.toml`.
+fn workflows_block() -> String {
+    format!(
+        r#"[components.workflows]
+wasm = "{workflows}"
+serve = ["workflows.create"]
+[components.workflows.grants]
+publish = ["workflow.created"]
+"#,
+        workflows = wasm("workflows").display(),
+    )
+}
+
 fn count(host: &Host, component: &str, sql: &str) -> i64 {
     let db = host.shared().components[component].ctx.db.path().to_owned();
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -38,18 +51,13 @@ fn count(host: &Host, component: &str, sql: &str) -> i64 {
 async fn two_hosts_share_request_reply_and_a_durable_consumer_each_message_once() {
     let server = NatsServer::start();
     let body = format!(
-        r#"[components.workflows]
-wasm = "{workflows}"
-serve = ["workflows.create"]
-[components.workflows.grants]
-publish = ["workflow.created"]
-[components.alarms]
+        r#"{workflows}[components.alarms]
 wasm = "{alarms}"
 subscribe = ["alarm.created"]
 [components.alarms.grants]
 publish = ["alarm.processed"]
 "#,
-        workflows = wasm("workflows").display(),
+        workflows = workflows_block(),
         alarms = wasm("alarms").display(),
     );
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -295,14 +303,9 @@ wasm = "{bpm}"
 subscribe = ["user.registered"]
 [components.bpm.grants]
 publish = ["account.created", "transaction.completed"]
-[components.workflows]
-wasm = "{workflows}"
-serve = ["workflows.create"]
-[components.workflows.grants]
-publish = ["workflow.created"]
-"#,
+{workflows}"#,
         bpm = wasm("bpm").display(),
-        workflows = wasm("workflows").display(),
+        workflows = workflows_block(),
     );
     let host = host_on(dir.path(), &server.url, &body).await;
     let script = dir.path().join("client.py");
@@ -429,18 +432,13 @@ subscribe = ["user.registered", "account.created"]
 [components.nsm.grants]
 publish = ["notification.sent"]
 push = true
-[components.workflows]
-wasm = "{workflows}"
-serve = ["workflows.create"]
-[components.workflows.grants]
-publish = ["workflow.created"]
-"#,
+{workflows}"#,
         url = server.url,
         keys = dir.path().join("keys").display(),
         iam_and_lgm = common::iam_and_lgm(),
         bpm = wasm("bpm").display(),
         nsm = wasm("nsm").display(),
-        workflows = wasm("workflows").display(),
+        workflows = workflows_block(),
     );
     let file = dir.path().join("runtime.toml");
     std::fs::write(&file, toml).unwrap();
@@ -580,15 +578,7 @@ async fn tls_and_a_password_connect_and_a_wrong_one_is_a_clear_start_error() {
             port = server.port(),
         )
     };
-    let body = format!(
-        r#"[components.workflows]
-wasm = "{workflows}"
-serve = ["workflows.create"]
-[components.workflows.grants]
-publish = ["workflow.created"]
-"#,
-        workflows = wasm("workflows").display(),
-    );
+    let body = workflows_block();
     let start = |bus: String, data: &str| {
         let data = dir.path().join(data);
         let toml = format!("{}{bus}{body}", common::header(&data));
