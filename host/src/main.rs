@@ -44,6 +44,11 @@ environment:
   WEFT_LOG         log filter, e.g. info or weft_host=debug
 ";
 
+/// glibc's allocator took a tenth of the CPU of the durable event path;
+/// with mimalloc the durable bench went from ~50k to ~58k events/s.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1).peekable();
     let mut command = "run".to_string();

@@ -11,6 +11,11 @@ use http_body_util::{BodyExt, Empty};
 use weft_host::bus::{Delivery, Event};
 use weft_host::Host;
 
+/// The allocator the `weft` binary uses (see `src/main.rs`), so that the
+/// benches measure what runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // The tests' helpers for built components and their configs, shared
 // rather than copied.
 #[path = "../../tests/common.rs"]
