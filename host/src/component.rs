@@ -351,28 +351,19 @@ impl LoadedComponent {
         let mut handled = 0u64;
         for delivery in deliveries {
             let event = &delivery.event;
-            let claimed = batch.host(|sql| crate::outbox::claim(sql, &event.id, now));
-            let savepoint = match claimed.map(|new| new.then(|| batch.savepoint())) {
-                Ok(None) => {
+            match batch.host(|sql| crate::outbox::claim(sql, &event.id, now)) {
+                Ok(true) => {}
+                Ok(false) => {
                     tracing::debug!(component = self.name(), event_id = %event.id, "already handled; skipped");
                     self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                     done.push(delivery);
-                    continue;
-                }
-                Ok(Some(Ok(sp))) => sp,
-                Ok(Some(Err(e))) => {
-                    if let Err(db) = batch.host(|sql| crate::outbox::unclaim(sql, &event.id)) {
-                        self.count_failures(handled, handled);
-                        return all_failed(&format!("inbox: {db}"));
-                    }
-                    failed.push((delivery.clone(), e.to_string()));
                     continue;
                 }
                 Err(e) => {
                     failed.push((delivery.clone(), e.to_string()));
                     continue;
                 }
-            };
+            }
             let origin = Origin {
                 instance: instance.clone(),
                 correlation_id: event.correlation_id.clone(),
@@ -388,13 +379,20 @@ impl LoadedComponent {
                 correlation_id: event.correlation_id.clone(),
                 causation_id: event.causation_id.clone(),
             });
-            match self.invoke(origin, call, Some(savepoint)).await {
+            let outcome = match batch.savepoint() {
+                Ok(savepoint) => self
+                    .invoke(origin, call, Some(savepoint))
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
                 Ok((_, e)) => {
                     handled += 1;
                     effects.extend(e);
                     done.push(delivery);
                 }
-                Err(e) => {
+                Err(why) => {
                     // The claim must not outlive the rolled-back writes: if
                     // it cannot be taken back, nothing in the batch commits.
                     let unclaimed = batch.host(|sql| crate::outbox::unclaim(sql, &event.id));
@@ -403,7 +401,7 @@ impl LoadedComponent {
                         self.count_failures(handled, handled);
                         return all_failed(&format!("inbox: {db}"));
                     }
-                    failed.push((delivery.clone(), e.to_string()));
+                    failed.push((delivery.clone(), why));
                 }
             }
         }

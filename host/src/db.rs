@@ -183,11 +183,10 @@ fn off_workers<R>(f: impl FnOnce() -> R) -> R {
 /// The most invocations one group commit takes.
 const MAX_GROUP: usize = 256;
 
-/// The transaction the connection holds open across invocations.
+/// The transaction the connection holds open across invocations; whether
+/// it is open is the connection's own state ([`Database::in_transaction`]).
 #[derive(Default)]
 struct Group {
-    /// `BEGIN` ran and neither `COMMIT` nor `ROLLBACK` since.
-    open: bool,
     /// Invocations whose savepoints are released into it, each waiting for
     /// the `COMMIT`.
     pending: Vec<tokio::sync::oneshot::Sender<Result<(), DbError>>>,
@@ -298,14 +297,13 @@ impl Database {
     /// Starts an invocation's transaction; waits for the writer lease.
     pub async fn begin(&self) -> Result<Tx, DbError> {
         let lease = self.acquire().await;
-        if self.group().open && !self.in_transaction() {
+        if !self.in_transaction() {
+            // Work released into a transaction that is gone: SQLite rolled
+            // it back by itself (after some I/O errors).
             self.tell_group(Err(DbError::Unavailable(
                 "SQLite rolled the group transaction back".into(),
             )));
-        }
-        if !self.group().open {
             self.host_sql("BEGIN IMMEDIATE")?;
-            self.group().open = true;
         }
         if let Err(e) = self.host_sql(&format!("SAVEPOINT {MEMBER}")) {
             self.abandon();
@@ -358,11 +356,7 @@ impl Database {
 
     /// Ends the group: everyone in it hears `outcome`.
     fn tell_group(&self, outcome: Result<(), DbError>) {
-        let pending = {
-            let mut group = self.group();
-            group.open = false;
-            std::mem::take(&mut group.pending)
-        };
+        let pending = std::mem::take(&mut self.group().pending);
         for member in pending {
             let _ = member.send(outcome.clone());
         }
@@ -372,10 +366,8 @@ impl Database {
     /// transaction that holds nobody else's work is rolled back; one that
     /// does is left to its members, who queue for the lease to commit it.
     fn abandon(&self) {
-        let mut group = self.group();
-        if group.open && group.pending.is_empty() {
+        if self.group().pending.is_empty() && self.in_transaction() {
             let _ = self.host_sql("ROLLBACK");
-            group.open = false;
         }
     }
 
@@ -402,6 +394,13 @@ impl Database {
     /// event cost more than running them.
     fn host_sql(&self, sql: &str) -> Result<(), DbError> {
         self.run(|w| w.host(|h| h.execute(sql, []).map(|_| ())))
+    }
+
+    /// Rolls back and ends savepoint `name` (an invocation that failed).
+    fn undo_savepoint(&self, name: &str) {
+        let _ = self
+            .host_sql(&format!("ROLLBACK TO {name}"))
+            .and_then(|()| self.host_sql(&format!("RELEASE {name}")));
     }
 
     /// Whether the connection is inside a transaction (SQLite rolls one
@@ -443,7 +442,7 @@ impl Database {
     /// transaction. Returns how many ran. Migration SQL runs as guest SQL.
     pub async fn migrate(&self, statements: Vec<String>) -> Result<usize, MigrationError> {
         let _lease = self.acquire().await;
-        if self.group().open {
+        if self.in_transaction() {
             self.close_group(); // migrations run in a transaction of their own
         }
         self.call(move |w| migrate(w, &statements))
@@ -737,7 +736,7 @@ impl Drop for Closer {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let _lease = db.acquire().await;
-                if db.group().open {
+                if db.in_transaction() {
                     db.close_group();
                 }
             });
@@ -749,15 +748,9 @@ impl Drop for Tx {
     fn drop(&mut self) {
         // Runs before the lease is released, so before the next BEGIN.
         if self.savepoint_open {
-            let _ = self
-                .db
-                .host_sql(&format!("ROLLBACK TO {SAVEPOINT}"))
-                .and_then(|()| self.db.host_sql(&format!("RELEASE {SAVEPOINT}")));
+            self.db.undo_savepoint(SAVEPOINT);
         } else if self.lease.is_some() {
-            let _ = self
-                .db
-                .host_sql(&format!("ROLLBACK TO {MEMBER}"))
-                .and_then(|()| self.db.host_sql(&format!("RELEASE {MEMBER}")));
+            self.db.undo_savepoint(MEMBER);
             self.db.abandon();
         }
     }

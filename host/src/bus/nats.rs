@@ -301,12 +301,7 @@ impl BrokerMessage for StreamMessage {
             .to_owned();
         let subject = format!("dlq.{component}.{event_type}");
         let mut headers = HeaderMap::new();
-        let id = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
-            .map(|v| v.to_string())
-            .unwrap_or_default();
+        let id = header(&message, async_nats::header::NATS_MESSAGE_ID).unwrap_or_default();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,
             format!("{component}:{id}").as_str(),
@@ -613,12 +608,8 @@ impl Bus for NatsBus {
                         let Some(reply_to) = message.reply.clone() else {
                             continue; // a publish, not a request
                         };
-                        let correlation_id = message
-                            .headers
-                            .as_ref()
-                            .and_then(|h| h.get(CORRELATION_HEADER))
-                            .map(|v| v.to_string())
-                            .unwrap_or_default();
+                        let correlation_id =
+                            header(&message, CORRELATION_HEADER).unwrap_or_default();
                         let (reply, answer) = tokio::sync::oneshot::channel();
                         let request = IncomingRequest {
                             subject: message.subject.to_string(),
@@ -681,8 +672,8 @@ impl Bus for NatsBus {
                     async_nats::RequestErrorKind::NoResponders => BusError::NoResponder(subject),
                     _ => BusError::Unavailable(e.to_string()),
                 })?;
-            if let Some(why) = reply.headers.as_ref().and_then(|h| h.get(ERROR_HEADER)) {
-                return Err(BusError::Remote(why.to_string()));
+            if let Some(why) = header(&reply, ERROR_HEADER) {
+                return Err(BusError::Remote(why));
             }
             String::from_utf8(reply.payload.to_vec())
                 .map_err(|_| BusError::Remote("the reply is not UTF-8 text".into()))
@@ -732,7 +723,10 @@ async fn watch_backlog(
 }
 
 /// A header of `message`, if it has one.
-fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+fn header(
+    message: &async_nats::Message,
+    name: impl async_nats::header::IntoHeaderName,
+) -> Option<String> {
     message
         .headers
         .as_ref()
