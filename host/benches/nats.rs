@@ -10,7 +10,8 @@
 //!   async-nats JetStream publish → pull → ack loop.
 //!
 //! `cargo bench --bench nats -- local` runs only the parts named (`nats`,
-//! `local`, `raw`), e.g. under a profiler.
+//! `local`, `raw`; and of those only `rr` or only `events`), e.g. under a
+//! profiler.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -224,7 +225,9 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let runs = |part: &str| named.is_empty() || named.iter().any(|n| n == part);
+    let named_any = |parts: &[&str]| named.iter().any(|n| parts.contains(&n.as_str()));
+    let runs = |part: &str| !named_any(&["nats", "local", "raw"]) || named_any(&[part]);
+    let measures = |part: &str| !named_any(&["rr", "events"]) || named_any(&[part]);
     let store = tempfile::tempdir().unwrap();
     let server = weft_host::nats_server::NatsServer::start(store.path(), 0).unwrap();
     let url = server.url();
@@ -238,32 +241,40 @@ fn main() {
             let cfg = Config::parse(&config(dir.path(), nats), dir.path()).unwrap();
             let host = Arc::new(Host::start(cfg).await.unwrap());
             weft_events(&host, 5_000).await; // warm up
-            let events = weft_events(&host, EVENTS).await;
-            let (rt_s, p50, p99) = weft_request_reply(host.clone()).await;
-            rows.push(format!(
-                "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
-                ms(p50),
-                ms(p99)
-            ));
-            rows.push(format!(
-                "| Weft on the {name}: durable events, component → outbox → bus → component (row + inbox), acked | {events:.0} events/s |"
-            ));
+            if measures("events") {
+                let events = weft_events(&host, EVENTS).await;
+                rows.push(format!(
+                    "| Weft on the {name}: durable events, component → outbox → bus → component (row + inbox), acked | {events:.0} events/s |"
+                ));
+            }
+            if measures("rr") {
+                let (rt_s, p50, p99) = weft_request_reply(host.clone()).await;
+                rows.push(format!(
+                    "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                    ms(p50),
+                    ms(p99)
+                ));
+            }
             let host = Arc::try_unwrap(host).unwrap_or_else(|_| panic!("host still shared"));
             host.shutdown().await;
         }
         if !runs("raw") {
             return;
         }
-        let (rt_s, p50, p99) = raw_request_reply(&url).await;
-        rows.push(format!(
-            "| raw async-nats request → queue-group responder, {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
-            ms(p50),
-            ms(p99)
-        ));
-        let raw = raw_jetstream(&url, EVENTS).await;
-        rows.push(format!(
-            "| raw async-nats JetStream publish (acks per 256) → pull → ack | {raw:.0} events/s |"
-        ));
+        if measures("rr") {
+            let (rt_s, p50, p99) = raw_request_reply(&url).await;
+            rows.push(format!(
+                "| raw async-nats request → queue-group responder, {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                ms(p50),
+                ms(p99)
+            ));
+        }
+        if measures("events") {
+            let raw = raw_jetstream(&url, EVENTS).await;
+            rows.push(format!(
+                "| raw async-nats JetStream publish (acks per 256) → pull → ack | {raw:.0} events/s |"
+            ));
+        }
     });
     println!();
     println!("| measure | result |");

@@ -116,6 +116,57 @@ async fn emit(host: &Host) -> hyper::StatusCode {
     host.call(request).await.status()
 }
 
+/// `POST /source/emit?type={event_type}&n={n}`, which must succeed.
+async fn emit_n(host: &Host, event_type: &str, n: u32) {
+    let request = hyper::Request::post(format!("/source/emit?type={event_type}&n={n}"))
+        .body(bytes::Bytes::new())
+        .unwrap();
+    assert_eq!(host.call(request).await.status(), 201);
+}
+
+/// A component gets only the event types it subscribes to, with one
+/// subject (the server filters) and with several (nats-server before 2.10
+/// ignores several filter subjects; the host then drops the others).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_component_handles_only_the_events_it_subscribes_to() {
+    let server = NatsServer::start();
+    for subscribes in [r#""t.one""#, r#""t.one", "t.three""#] {
+        let dir = tempfile::tempdir().unwrap();
+        let body = common::source_and_sink(
+            r#""t.one", "t.two", "t.three""#,
+            subscribes,
+            r#""faulty.noted""#,
+            r#"record_events = "true""#,
+        );
+        let host = host_on(dir.path(), &server.url, &body).await;
+        // One consumer delivers in stream order: by the time the last
+        // `t.one` is handled, every `t.two` before it was delivered.
+        emit_n(&host, "t.two", 7).await;
+        emit_n(&host, "t.three", 2).await;
+        emit_n(&host, "t.one", 3).await;
+        let wanted = if subscribes.contains("t.three") { 5 } else { 3 };
+        let seen = eventually(Duration::from_secs(20), || async {
+            let n = count(
+                &host,
+                "sink",
+                "SELECT count(*) FROM seen WHERE event_type = 't.one'",
+            );
+            (n == 3).then_some(n)
+        })
+        .await;
+        assert_eq!(seen, Some(3), "subscribed to {subscribes}");
+        let by_type = count(&host, "sink", "SELECT count(*) FROM seen");
+        assert_eq!(by_type, wanted, "subscribed to {subscribes}");
+        let sink = host.shared().components["sink"].clone();
+        assert_eq!(sink.stats.handled.load(Ordering::Relaxed), wanted as u64);
+        host.shutdown().await;
+        // The stream outlives the host: the next round's consumer is new.
+        let client = async_nats::connect(&server.url).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        js.delete_stream("WEFT_EVENTS").await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_while_events_flow_loses_nothing_and_applies_nothing_twice() {
     let _ = tracing_subscriber::fmt()

@@ -331,6 +331,9 @@ impl BrokerMessage for StreamMessage {
 /// a new one, until the server answers again.
 struct Pump {
     durable: String,
+    /// The subjects subscribed to: a server that did not filter may send
+    /// others.
+    filters: Vec<String>,
     consumer: consumer::PullConsumer,
     tx: async_channel::Sender<Delivery>,
     js: jetstream::Context,
@@ -379,6 +382,15 @@ impl Pump {
                 Ok(m) => m,
                 Err(e) => return Drained::Broken(e.to_string()),
             };
+            if !self
+                .filters
+                .iter()
+                .any(|f| subject::matches(f, &message.subject))
+            {
+                // Not subscribed to: this consumer's copy is done with.
+                let _ = message.ack().await;
+                continue;
+            }
             let event = match envelope::decode(&message.payload, MAX_ENVELOPE) {
                 Ok(event) => Event {
                     traceparent: header(&message, crate::trace::HEADER),
@@ -510,9 +522,17 @@ impl Bus for NatsBus {
         async move {
             let filters = nats_subjects(patterns)?;
             let durable = format!("weft-{group}");
+            // One subject goes in `filter_subject`, which every JetStream
+            // server knows; several need `filter_subjects` (nats-server
+            // 2.10), which older servers drop without a word.
+            let (filter_subject, filter_subjects) = match filters.as_slice() {
+                [one] => (one.clone(), Vec::new()),
+                _ => (String::new(), filters.clone()),
+            };
             let config = consumer::pull::Config {
                 durable_name: Some(durable.clone()),
-                filter_subjects: filters,
+                filter_subject,
+                filter_subjects,
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: self.ack_wait,
                 // The host counts attempts and dead-letters; the server
@@ -528,6 +548,15 @@ impl Bus for NatsBus {
                 .create_consumer(config)
                 .await
                 .map_err(|e| BusError::Unavailable(format!("consumer {durable}: {e}")))?;
+            let applied = &consumer.cached_info().config;
+            if applied.filter_subject.is_empty() && applied.filter_subjects.is_empty() {
+                tracing::warn!(
+                    consumer = %durable,
+                    "NATS: the server ignored the consumer's subjects (several subjects need \
+                     nats-server 2.10): it receives every event, and the host acknowledges \
+                     the ones {group} does not subscribe to without handling them"
+                );
+            }
             let messages = consumer
                 .messages()
                 .await
@@ -541,6 +570,7 @@ impl Bus for NatsBus {
             let (tx, rx) = async_channel::bounded(self.queue_capacity);
             let pump = Pump {
                 durable,
+                filters,
                 consumer,
                 tx,
                 js: self.js.clone(),
