@@ -87,6 +87,9 @@ pub struct NatsBus {
     closed: Arc<AtomicBool>,
 }
 
+/// How long the server may take to confirm a subscription.
+const REGISTERED_WITHIN: Duration = Duration::from_secs(5);
+
 impl NatsBus {
     /// Connects and creates (or checks) the event and dead-letter streams.
     pub async fn connect(config: &BusConfig) -> Result<NatsBus, NatsError> {
@@ -147,6 +150,36 @@ impl NatsBus {
             backlogs: Arc::default(),
             closed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Returns once the server has taken this connection's subscriptions:
+    /// `subscribe` returns when the request is queued, and an event
+    /// published on the other (JetStream) connection right after could
+    /// reach the server first and miss the subscriber. The server takes
+    /// one connection's messages in order, so a message this connection
+    /// sends to itself comes back only after the subscriptions before it.
+    async fn registered(&self) -> Result<(), BusError> {
+        let failed = |e: String| BusError::Unavailable(format!("subscribe: {e}"));
+        let inbox = self.client.new_inbox();
+        let mut echo = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        self.client
+            .publish(inbox, bytes::Bytes::new())
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !matches!(
+            tokio::time::timeout(REGISTERED_WITHIN, echo.next()).await,
+            Ok(Some(_))
+        ) {
+            // Disconnected: the client subscribes again when it is back.
+            tracing::warn!(
+                "NATS: the server did not confirm a subscription within {REGISTERED_WITHIN:?}"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -611,6 +644,7 @@ impl Bus for NatsBus {
                     }
                 });
             }
+            self.registered().await?;
             Ok(rx)
         }
         .boxed()
@@ -668,6 +702,7 @@ impl Bus for NatsBus {
                     }
                 });
             }
+            self.registered().await?;
             Ok(rx)
         }
         .boxed()
