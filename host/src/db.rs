@@ -144,8 +144,16 @@ struct Inner {
     group: std::sync::Mutex<Group>,
     /// Frames in the WAL after the last commit (SQLite's WAL hook).
     wal_frames: Arc<AtomicUsize>,
-    /// Dropping it stops the checkpoint thread.
-    _checkpointer: std::sync::mpsc::Sender<()>,
+    /// Frames of the WAL the last checkpoint (the checkpoint thread's or
+    /// the writer's) had copied into the database file.
+    copied: Arc<AtomicUsize>,
+    /// Wakes the checkpoint thread; dropping it stops the thread.
+    checkpointer: std::sync::mpsc::SyncSender<()>,
+    /// Held for every checkpoint: SQLite runs one at a time and makes
+    /// another fail at once, so the writer's catch-up would fail whenever
+    /// the thread's checkpoint runs, and it runs most of the time under
+    /// steady writes.
+    checkpointing: Arc<std::sync::Mutex<()>>,
 }
 
 /// The host's own tables in every database: dead letters, the outbox of
@@ -196,6 +204,11 @@ struct Group {
 /// checkpoint between two transactions (see [`Database::catch_up`]).
 const CATCH_UP_FRAMES: usize = 4096;
 
+/// The writer finishes the checkpoint only once the checkpoint thread has
+/// left at most this many frames to copy: it does so holding the writer
+/// lease, so every invocation waits for it.
+const CATCH_UP_TAIL: usize = 512;
+
 /// How often the checkpoint thread folds the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -220,10 +233,16 @@ impl Database {
         ))?;
         conn.set_prepared_statement_cache_capacity(256);
         let wal_frames = Arc::new(AtomicUsize::new(0));
-        let frames = wal_frames.clone();
+        let copied = Arc::new(AtomicUsize::new(0));
+        let (frames, seen) = (wal_frames.clone(), copied.clone());
         conn.wal_hook(Some(
             move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
-                frames.store(usize::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                let n = usize::try_from(n).unwrap_or(0);
+                if n < frames.swap(n, Ordering::Relaxed) {
+                    // The WAL started over: what was copied of the old one
+                    // says nothing about the new one.
+                    seen.store(0, Ordering::Relaxed);
+                }
                 Ok(())
             },
         ))?;
@@ -246,7 +265,8 @@ impl Database {
                 Authorization::Allow
             }
         }))?;
-        let checkpointer = start_checkpointer(path)?;
+        let checkpointing = Arc::new(std::sync::Mutex::new(()));
+        let checkpointer = start_checkpointer(path, copied.clone(), checkpointing.clone())?;
         let reader = Connection::open_with_flags(
             path,
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -267,7 +287,9 @@ impl Database {
                 waiting: AtomicUsize::new(0),
                 group: std::sync::Mutex::new(Group::default()),
                 wal_frames,
-                _checkpointer: checkpointer,
+                copied,
+                checkpointer,
+                checkpointing,
             }),
         })
     }
@@ -342,8 +364,19 @@ impl Database {
         match self.commit_durably() {
             Ok(()) => {
                 self.tell_group(Ok(()));
-                if self.inner.wal_frames.load(Ordering::Relaxed) >= CATCH_UP_FRAMES {
-                    self.catch_up();
+                let frames = self.inner.wal_frames.load(Ordering::Relaxed);
+                if frames >= CATCH_UP_FRAMES {
+                    // Past 4× the writer catches up whatever is left: the
+                    // thread may never get close under a heavy writer.
+                    if frames.saturating_sub(self.inner.copied.load(Ordering::Relaxed))
+                        <= CATCH_UP_TAIL
+                        || frames >= 4 * CATCH_UP_FRAMES
+                    {
+                        self.catch_up();
+                    } else {
+                        // Full already: it wakes up by itself.
+                        let _ = self.inner.checkpointer.try_send(());
+                    }
                 }
             }
             Err(e) => {
@@ -424,18 +457,22 @@ impl Database {
     /// writer, but under steady writes it never catches up with the last
     /// frames, so SQLite never starts the WAL over and it grows without
     /// end (1 GB in 6 s of `workflows.create`). With nothing appended
-    /// meanwhile this one catches up (little is left to copy), and the next
-    /// transaction starts the WAL from its beginning.
+    /// meanwhile this one copies the last frames, and the next transaction
+    /// starts the WAL from its beginning. It runs only once the checkpoint
+    /// thread has left a short tail: copying a whole WAL here held the
+    /// lease for 10 ms, and a catch-up that found the thread's checkpoint
+    /// running or a reader in the way did not start the WAL over, so the
+    /// next commit tried again.
     fn catch_up(&self) {
         let done = off_workers(|| {
-            self.run(|w| {
-                w.as_host(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())))
-            })
+            let _one_at_a_time = lock(&self.inner.checkpointing);
+            self.run(|w| w.as_host(|c| c.query_row(CHECKPOINT, [], checkpoint_result)))
         });
-        if let Err(e) = done {
-            tracing::warn!(db = %self.inner.path.display(), "checkpoint: {e}");
+        match done {
+            Ok(Some((_, copied))) => self.inner.copied.store(copied, Ordering::Relaxed),
+            Ok(None) => {} // the checkpoint thread's own was running
+            Err(e) => tracing::warn!(db = %self.inner.path.display(), "checkpoint: {e}"),
         }
-        self.inner.wal_frames.store(0, Ordering::Relaxed);
     }
 
     /// Applies the migrations after the ones already applied, in one
@@ -542,9 +579,39 @@ pub struct MigrationError {
     pub error: DbError,
 }
 
-fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, DbError> {
+/// Locks a mutex that guards no data, only an order of events.
+fn lock(m: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A checkpoint that never waits for writers or readers; it copies what
+/// it can.
+const CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+/// `wal_checkpoint`'s row: busy, frames in the WAL, frames copied. `None`
+/// when another checkpoint was running (the frame counts are -1 then).
+fn checkpoint_result(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<(usize, usize)>> {
+    let (busy, log, copied) = (
+        r.get::<_, i64>(0)?,
+        r.get::<_, i64>(1)?,
+        r.get::<_, i64>(2)?,
+    );
+    match (usize::try_from(log), usize::try_from(copied)) {
+        (Ok(log), Ok(copied)) if busy == 0 => Ok(Some((log, copied))),
+        _ => Ok(None),
+    }
+}
+
+/// The checkpoint thread: copies the WAL into the database file every
+/// [`CHECKPOINT_EVERY`], and when woken (the writer saw a long WAL) until
+/// little is left, so that the writer's own catch-up is short.
+fn start_checkpointer(
+    path: &Path,
+    copied_to: Arc<AtomicUsize>,
+    checkpointing: Arc<std::sync::Mutex<()>>,
+) -> Result<std::sync::mpsc::SyncSender<()>, DbError> {
     let conn = Connection::open(path)?;
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let name = format!(
         "weft-ckpt-{}",
         path.file_stem().and_then(|s| s.to_str()).unwrap_or("db")
@@ -553,13 +620,24 @@ fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, DbErro
         .name(name)
         .spawn(move || {
             use std::sync::mpsc::RecvTimeoutError;
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-                // PASSIVE never blocks writers; a busy database is tried again.
-                let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            while let Ok(()) | Err(RecvTimeoutError::Timeout) = woken.recv_timeout(CHECKPOINT_EVERY)
+            {
+                let mut copied_before = 0;
+                let checkpoint = || {
+                    let _one_at_a_time = lock(&checkpointing);
+                    conn.query_row(CHECKPOINT, [], checkpoint_result)
+                };
+                while let Ok(Some((log, copied))) = checkpoint() {
+                    copied_to.store(copied, Ordering::Relaxed);
+                    if log.saturating_sub(copied) <= CATCH_UP_TAIL || copied <= copied_before {
+                        break;
+                    }
+                    copied_before = copied;
+                }
             }
         })
         .map_err(|e| DbError::Unavailable(format!("cannot start checkpoint thread: {e}")))?;
-    Ok(stop)
+    Ok(wake)
 }
 
 fn migrate(w: &mut Worker, statements: &[String]) -> Result<usize, MigrationError> {
@@ -886,6 +964,47 @@ mod tests {
         let tx = db.begin().await?;
         let rows = tx.query("SELECT x FROM t".into(), vec![]).await?;
         assert_eq!(rows.rows, vec![vec![Value::Integer(1)]]);
+        Ok(())
+    }
+
+    /// A writer that never pauses never lets the checkpoint thread finish,
+    /// so without the writer's catch-up SQLite never starts the WAL over
+    /// and it grows with everything written (here ~40,000 frames).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_starts_over_under_a_writer_that_never_pauses(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (dir, db) = open()?;
+        db.migrate(vec!["CREATE TABLE t(x BLOB)".into()]).await?;
+        let writers = (0..4).map(|_| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                for _ in 0..2_000 {
+                    let tx = db.begin().await?;
+                    for _ in 0..5 {
+                        // Most of a 4 KiB page per row.
+                        tx.execute("INSERT INTO t VALUES (randomblob(3000))".into(), vec![])
+                            .await?;
+                    }
+                    tx.commit().await?;
+                }
+                Ok::<_, DbError>(())
+            })
+        });
+        for writer in writers.collect::<Vec<_>>() {
+            writer.await??;
+        }
+        let rows =
+            db.read(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)))?;
+        assert_eq!(rows, 40_000);
+        let frame = 4096 + 24;
+        let wal = std::fs::metadata(dir.path().join("t.sqlite-wal"))?.len() as usize;
+        // The last catch-up can come a few commits late.
+        let most = (4 * CATCH_UP_FRAMES + 2 * CATCH_UP_TAIL) * frame;
+        assert!(
+            wal <= most,
+            "WAL of {wal} bytes ({} frames), at most {most} expected",
+            wal / frame
+        );
         Ok(())
     }
 
