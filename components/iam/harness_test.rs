@@ -111,7 +111,7 @@ async fn register_answers_201_with_the_new_user() {
         json!({"id": id, "username": "ada", "email": "Ada@Example.com", "orgId": org,
                "createdAt": "2026-01-01T00:00:00Z"})
     );
-    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 4);
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
     // Without an orgId the user gets an organisation of their own, not
     // their user id reused.
     assert!(uuid::Uuid::parse_str(org).is_ok(), "{org}");

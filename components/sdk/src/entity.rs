@@ -39,7 +39,7 @@ pub struct Owner {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseEntity {
-    /// A UUID v4.
+    /// A UUID v7 (see [`crate::new_id`]).
     pub id: String,
     pub owner: Owner,
     /// Business attributes, free-form.
