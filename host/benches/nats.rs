@@ -4,6 +4,7 @@
 //! - request-reply: `workflows.create` (the workflows component, 3
 //!   replicas) with 16 requests in flight, through Weft on NATS and on the
 //!   local bus, and a bare async-nats responder answering the same subject;
+//!   and `faulty.echo`, answered without storage or events, through Weft;
 //! - events: `faulty` publishes 1,000 events per invocation into its outbox,
 //!   and a second `faulty` handles each (a row and the inbox), through the
 //!   JetStream stream on NATS and through the local bus; and a bare
@@ -51,9 +52,15 @@ serve = ["workflows.create"]
 replicas = 3
 [components.workflows.grants]
 publish = ["workflow.created"]
+[components.echo]
+wasm = "{echo}"
+serve = ["faulty.echo"]
+[components.echo.grants]
+publish = ["faulty.noted"]
 {faulty}"#,
         dir = dir.display(),
         workflows = wasm("workflows").display(),
+        echo = wasm("faulty").display(),
         faulty = support::source_and_sink(
             r#""bench.durable""#,
             r#""bench.durable""#,
@@ -94,12 +101,14 @@ where
     )
 }
 
-async fn weft_request_reply(host: Arc<Host>) -> (f64, Duration, Duration) {
+/// Round trips through Weft to `subject`, whose answer needs no storage
+/// when it is `faulty.echo`: the cost of the transport and the instance.
+async fn weft_request_reply(host: Arc<Host>, subject: &'static str) -> (f64, Duration, Duration) {
     round_trips(move |i| {
         let host = host.clone();
         async move {
             let payload = format!(r#"{{"name":"New Workflow","buildingId":"b{i}"}}"#);
-            host.request("workflows.create", &payload, Duration::from_secs(5))
+            host.request(subject, &payload, Duration::from_secs(5))
                 .await
                 .unwrap();
         }
@@ -248,9 +257,15 @@ fn main() {
                 ));
             }
             if measures("rr") {
-                let (rt_s, p50, p99) = weft_request_reply(host.clone()).await;
+                let (rt_s, p50, p99) = weft_request_reply(host.clone(), "workflows.create").await;
                 rows.push(format!(
                     "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                    ms(p50),
+                    ms(p99)
+                ));
+                let (rt_s, p50, p99) = weft_request_reply(host.clone(), "faulty.echo").await;
+                rows.push(format!(
+                    "| Weft on the {name}: `faulty.echo` (no storage, no event), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
                     ms(p50),
                     ms(p99)
                 ));
