@@ -209,6 +209,10 @@ const CATCH_UP_FRAMES: usize = 4096;
 /// lease, so every invocation waits for it.
 const CATCH_UP_TAIL: usize = 512;
 
+/// WAL frames past which the writer catches up whatever the checkpoint
+/// thread has left: under a heavy writer it may never get close.
+const CATCH_UP_ANYWAY_FRAMES: usize = 4 * CATCH_UP_FRAMES;
+
 /// How often the checkpoint thread folds the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -304,12 +308,7 @@ impl Database {
     /// cost more than the statement (measured: 72 µs vs 9 µs per
     /// transaction; see BENCHMARKS.md).
     fn run<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> R {
-        let mut worker = self
-            .inner
-            .worker
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut worker)
+        f(&mut lock(&self.inner.worker))
     }
 
     async fn call<R>(&self, f: impl FnOnce(&mut Worker) -> R) -> Result<R, DbError> {
@@ -352,10 +351,7 @@ impl Database {
     }
 
     fn group(&self) -> std::sync::MutexGuard<'_, Group> {
-        self.inner
-            .group
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.inner.group)
     }
 
     /// Commits the open transaction and tells everyone in it how that went.
@@ -366,15 +362,13 @@ impl Database {
                 self.tell_group(Ok(()));
                 let frames = self.inner.wal_frames.load(Ordering::Relaxed);
                 if frames >= CATCH_UP_FRAMES {
-                    // Past 4× the writer catches up whatever is left: the
-                    // thread may never get close under a heavy writer.
                     if frames.saturating_sub(self.inner.copied.load(Ordering::Relaxed))
                         <= CATCH_UP_TAIL
-                        || frames >= 4 * CATCH_UP_FRAMES
+                        || frames >= CATCH_UP_ANYWAY_FRAMES
                     {
                         self.catch_up();
                     } else {
-                        // Full already: it wakes up by itself.
+                        // A wake-up already queued is enough.
                         let _ = self.inner.checkpointer.try_send(());
                     }
                 }
@@ -528,12 +522,7 @@ impl Database {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<R>,
     ) -> Result<R, DbError> {
-        let conn = self
-            .inner
-            .reader
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&conn).map_err(DbError::from)
+        f(&lock(&self.inner.reader)).map_err(DbError::from)
     }
 
     /// Runs host statements `f` in a transaction of their own, under the
@@ -579,8 +568,10 @@ pub struct MigrationError {
     pub error: DbError,
 }
 
-/// Locks a mutex that guards no data, only an order of events.
-fn lock(m: &std::sync::Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+/// Locks `m`, even if a thread panicked while holding it: what these
+/// mutexes guard (a connection, a list of waiters, an order of events)
+/// stays usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -999,7 +990,7 @@ mod tests {
         let frame = 4096 + 24;
         let wal = std::fs::metadata(dir.path().join("t.sqlite-wal"))?.len() as usize;
         // The last catch-up can come a few commits late.
-        let most = (4 * CATCH_UP_FRAMES + 2 * CATCH_UP_TAIL) * frame;
+        let most = (CATCH_UP_ANYWAY_FRAMES + 2 * CATCH_UP_TAIL) * frame;
         assert!(
             wal <= most,
             "WAL of {wal} bytes ({} frames), at most {most} expected",

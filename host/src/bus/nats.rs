@@ -321,6 +321,15 @@ impl ConsumerSide {
             acks,
         })
     }
+
+    /// Queues `message`'s acknowledgement.
+    fn ack(&self, message: &jetstream::Message) {
+        if let Some(reply) = &message.reply {
+            // Fails only when the host is going away: then the server
+            // delivers it again after the ack wait.
+            let _ = self.acks.send(reply.clone());
+        }
+    }
 }
 
 /// Acknowledgements taken from the queue at once.
@@ -341,11 +350,7 @@ impl BrokerMessage for StreamMessage {
     }
 
     fn ack(&self) {
-        if let Some(reply) = &self.message.reply {
-            // Fails only when the host is going away: then the server
-            // delivers it again after the ack wait.
-            let _ = self.consumer.acks.send(reply.clone());
-        }
+        self.consumer.ack(&self.message);
     }
 
     fn retry_after(&self, delay: Duration) {
@@ -453,7 +458,7 @@ impl Pump {
                 .any(|f| subject::matches(f, &message.subject))
             {
                 // Not subscribed to: this consumer's copy is done with.
-                let _ = message.ack().await;
+                self.side.ack(&message);
                 continue;
             }
             let event = match envelope::decode(&message.payload, MAX_ENVELOPE) {
