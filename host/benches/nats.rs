@@ -3,16 +3,19 @@
 //! `nats-server -js` of its own:
 //! - request-reply: `workflows.create` (the workflows component, 3
 //!   replicas) with 16 requests in flight, through Weft on NATS and on the
-//!   local bus, and a bare async-nats responder answering the same subject;
-//!   and `faulty.echo`, answered without storage or events, through Weft;
+//!   local bus, with how many requests shared a commit; and `faulty.echo`,
+//!   answered without storage or events, through Weft; and a bare
+//!   async-nats responder, alone and publishing an event to JetStream per
+//!   request as `workflows.create` does;
 //! - events: `faulty` publishes 1,000 events per invocation into its outbox,
 //!   and a second `faulty` handles each (a row and the inbox), through the
 //!   JetStream stream on NATS and through the local bus; and a bare
-//!   async-nats JetStream publish → pull → ack loop.
+//!   async-nats JetStream publish → pull → ack loop, with tiny messages and
+//!   with messages shaped as Weft's events (envelope and headers).
 //!
 //! `cargo bench --bench nats -- local` runs only the parts named (`nats`,
 //! `local`, `raw`; and of those only `rr` or only `events`), e.g. under a
-//! profiler.
+//! profiler; `WEFT_BENCH_EVENTS=500000` makes the events measures longer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -31,6 +34,15 @@ use support::{percentile, wasm};
 const IN_FLIGHT: usize = 16;
 const SECONDS: f64 = 5.0;
 const EVENTS: u64 = 50_000;
+
+/// Events per events measure: [`EVENTS`], or `WEFT_BENCH_EVENTS` (a longer
+/// run, to profile or to read CPU time per event).
+fn events() -> u64 {
+    std::env::var("WEFT_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(EVENTS)
+}
 const PER_REQUEST: u64 = 1000;
 
 fn config(dir: &Path, nats: Option<&str>) -> String {
@@ -116,15 +128,40 @@ async fn weft_request_reply(host: Arc<Host>, subject: &'static str) -> (f64, Dur
     .await
 }
 
-async fn raw_request_reply(url: &str) -> (f64, Duration, Duration) {
+/// A bare async-nats responder in a queue group. `with_event`: like
+/// `workflows.create`, it also publishes an event per request to a
+/// JetStream stream, shaped as Weft's ([`shaped_event`]), on a second
+/// connection, and answers without waiting for the stream's
+/// acknowledgement (a task awaits those), as Weft's outbox relay does.
+async fn raw_request_reply(url: &str, with_event: bool) -> (f64, Duration, Duration) {
+    use async_nats::jetstream;
     let client = async_nats::connect(url).await.unwrap();
+    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    if with_event {
+        raw_stream(&js, "RAWRR", "rawrr.>").await;
+    }
     let mut sub = client
         .queue_subscribe("raw.create", "raw".into())
         .await
         .unwrap();
     let responder = client.clone();
+    let (acks, mut pending) =
+        tokio::sync::mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
+    tokio::spawn(async move {
+        while let Some(ack) = pending.recv().await {
+            ack.await.unwrap();
+        }
+    });
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
+            if with_event {
+                let (headers, body) = shaped_event();
+                let ack = js
+                    .publish_with_headers("rawrr.made", headers, body.into())
+                    .await
+                    .unwrap();
+                acks.send(ack).unwrap();
+            }
             if let Some(reply) = msg.reply {
                 let _ = responder.publish(reply, msg.payload).await;
             }
@@ -138,6 +175,36 @@ async fn raw_request_reply(url: &str) -> (f64, Duration, Duration) {
         }
     })
     .await
+}
+
+/// An event as Weft publishes one: the contract's envelope (about 330
+/// bytes), `Nats-Msg-Id` (which the stream keeps for its duplicate window)
+/// and the correlation header.
+fn shaped_event() -> (async_nats::HeaderMap, String) {
+    let id = uuid::Uuid::now_v7().to_string();
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+    headers.insert("Weft-Correlation-Id", correlation.as_str());
+    let body = format!(
+        r#"{{"id":"{id}","eventType":"workflow.created","source":"workflows","data":{{"workflowId":"{id}","buildingId":"b1","name":"New Workflow","status":"pending","handledBy":"workflows-1","orgId":null}},"timestamp":"2026-12-02T10:00:00.000Z","correlationId":"{correlation}","causationId":null}}"#
+    );
+    (headers, body)
+}
+
+/// Creates a file stream over `subjects` with a 2-minute duplicate window,
+/// as Weft's event stream.
+async fn raw_stream(js: &async_nats::jetstream::Context, name: &str, subjects: &str) {
+    use async_nats::jetstream::stream;
+    js.create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec![subjects.into()],
+        storage: stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }
 
 /// Durable events through Weft: published by `source`, handled by `sink`.
@@ -170,20 +237,22 @@ async fn weft_events(host: &Arc<Host>, n: u64) -> f64 {
 }
 
 /// A bare JetStream loop: publish `n` (acks awaited together, in pages),
-/// pull and ack each.
-async fn raw_jetstream(url: &str, n: u64) -> f64 {
-    use async_nats::jetstream::{self, consumer, stream};
+/// pull and ack each. `shaped`: each message as Weft publishes an event
+/// ([`shaped_event`]); otherwise a few bytes without headers.
+async fn raw_jetstream(url: &str, n: u64, shaped: bool) -> f64 {
+    use async_nats::jetstream::{self, consumer};
     let client = async_nats::connect(url).await.unwrap();
     let js = jetstream::new(client);
-    let stream = js
-        .create_stream(stream::Config {
-            name: "RAW".into(),
-            subjects: vec!["raw.>".into()],
-            ..Default::default()
-        })
+    let (name, subject) = if shaped {
+        ("RAWSHAPED", "rawshaped")
+    } else {
+        ("RAW", "raw")
+    };
+    raw_stream(&js, name, &format!("{subject}.>")).await;
+    let consumer: consumer::PullConsumer = js
+        .get_stream(name)
         .await
-        .unwrap();
-    let consumer: consumer::PullConsumer = stream
+        .unwrap()
         .create_consumer(consumer::pull::Config {
             durable_name: Some("raw".into()),
             ack_policy: consumer::AckPolicy::Explicit,
@@ -201,12 +270,20 @@ async fn raw_jetstream(url: &str, n: u64) -> f64 {
             got += 1;
         }
     });
+    let subject = format!("{subject}.tick");
     let mut sent = 0;
     while sent < n {
         let mut acks = Vec::new();
         for _ in 0..256.min(n - sent) {
-            let body = format!(r#"{{"i":{sent}}}"#);
-            acks.push(js.publish("raw.tick", body.into()).await.unwrap());
+            let ack = if shaped {
+                let (headers, body) = shaped_event();
+                js.publish_with_headers(subject.clone(), headers, body.into())
+                    .await
+            } else {
+                js.publish(subject.clone(), format!(r#"{{"i":{sent}}}"#).into())
+                    .await
+            };
+            acks.push(ack.unwrap());
             sent += 1;
         }
         for ack in acks {
@@ -251,15 +328,20 @@ fn main() {
             let host = Arc::new(Host::start(cfg).await.unwrap());
             weft_events(&host, 5_000).await; // warm up
             if measures("events") {
-                let events = weft_events(&host, EVENTS).await;
+                let events = weft_events(&host, events()).await;
                 rows.push(format!(
                     "| Weft on the {name}: durable events, component → outbox → bus → component (row + inbox), acked | {events:.0} events/s |"
                 ));
             }
             if measures("rr") {
+                let workflows = host.shared().components["workflows"].clone();
+                let commits = workflows.ctx.db.commits();
+                let handled = workflows.stats.handled.load(Ordering::Relaxed);
                 let (rt_s, p50, p99) = weft_request_reply(host.clone(), "workflows.create").await;
+                let per_commit = (workflows.stats.handled.load(Ordering::Relaxed) - handled) as f64
+                    / (workflows.ctx.db.commits() - commits).max(1) as f64;
                 rows.push(format!(
-                    "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                    "| Weft on the {name}: `workflows.create` (3 replicas), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms; {per_commit:.1} requests per commit |",
                     ms(p50),
                     ms(p99)
                 ));
@@ -277,17 +359,27 @@ fn main() {
             return;
         }
         if measures("rr") {
-            let (rt_s, p50, p99) = raw_request_reply(&url).await;
+            let (rt_s, p50, p99) = raw_request_reply(&url, false).await;
             rows.push(format!(
                 "| raw async-nats request → queue-group responder, {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
                 ms(p50),
                 ms(p99)
             ));
+            let (rt_s, p50, p99) = raw_request_reply(&url, true).await;
+            rows.push(format!(
+                "| raw async-nats request → responder that also publishes an event to JetStream (as Weft's), {IN_FLIGHT} in flight | {rt_s:.0} round trips/s, p50 {:.3} ms, p99 {:.3} ms |",
+                ms(p50),
+                ms(p99)
+            ));
         }
         if measures("events") {
-            let raw = raw_jetstream(&url, EVENTS).await;
+            let raw = raw_jetstream(&url, events(), false).await;
             rows.push(format!(
                 "| raw async-nats JetStream publish (acks per 256) → pull → ack | {raw:.0} events/s |"
+            ));
+            let raw = raw_jetstream(&url, events(), true).await;
+            rows.push(format!(
+                "| raw async-nats JetStream, each message shaped as Weft's event (envelope, `Nats-Msg-Id`, correlation header) | {raw:.0} events/s |"
             ));
         }
     });
