@@ -411,43 +411,44 @@ publish = ["account.created", "transaction.completed"]
     host.shutdown().await;
 }
 
+/// Why a host on `url` with `[bus] stream = "<stream>"` does not start.
+async fn start_error(url: &str, stream: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "{}[bus]\nkind = \"nats\"\nurl = \"{url}\"\nstream = \"{stream}\"\n",
+        common::header(dir.path()),
+    );
+    match Host::start(Config::parse(&toml, dir.path()).unwrap()).await {
+        Ok(_) => panic!("the host started on {url} with stream {stream}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_of_another_shape_is_a_clear_start_error() {
+    use async_nats::jetstream::stream;
     let server = NatsServer::start();
-    let client = async_nats::connect(&server.url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    js.create_stream(async_nats::jetstream::stream::Config {
+    let js = async_nats::jetstream::new(async_nats::connect(&server.url).await.unwrap());
+    let other_subjects = stream::Config {
         name: "WEFT_EVENTS".into(),
         subjects: vec!["other.>".into()],
         ..Default::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "{}[bus]\nkind = \"nats\"\nurl = \"{}\"\n",
-        common::header(dir.path()),
-        server.url
-    );
-    let err = Host::start(Config::parse(&toml, dir.path()).unwrap())
-        .await
-        .err()
-        .expect("a conflicting stream must stop the start");
-    let text = err.to_string();
-    assert!(
-        text.contains("WEFT_EVENTS") && text.contains("events.>"),
-        "{text}"
-    );
-    let nobody = tempfile::tempdir().unwrap();
-    let toml = format!(
-        "{}[bus]\nkind = \"nats\"\nurl = \"nats://127.0.0.1:1\"\n",
-        common::header(nobody.path())
-    );
-    let err = Host::start(Config::parse(&toml, nobody.path()).unwrap())
-        .await
-        .err()
-        .expect("no server must stop the start");
-    assert!(err.to_string().contains("cannot connect to NATS"), "{err}");
+    };
+    // The right subjects, but a work queue: one component would take each
+    // event from all the others.
+    let work_queue = stream::Config {
+        name: "QUEUE".into(),
+        subjects: vec!["events.>".into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        ..Default::default()
+    };
+    for (config, says) in [(other_subjects, "events.>"), (work_queue, "workqueue")] {
+        js.create_stream(config.clone()).await.unwrap();
+        let text = start_error(&server.url, &config.name).await;
+        assert!(text.contains(&config.name) && text.contains(says), "{text}");
+    }
+    let text = start_error("nats://127.0.0.1:1", "WEFT_EVENTS").await;
+    assert!(text.contains("cannot connect to NATS"), "{text}");
 }
 
 /// `weft run --components <components>` on its own data dir and port.

@@ -250,12 +250,13 @@ async fn ensure_stream(
                 .info()
                 .await
                 .map_err(|e| err(format!("cannot read its configuration: {e}")))?;
-            if !info.config.subjects.iter().any(|s| s == &subject) {
+            if let Some(why) = conflict(&info.config, &subject) {
                 return Err(err(format!(
-                    "it exists with subjects {:?}, but weft needs `{subject}`; \
-                     change or delete it, or set [bus] stream to another name",
-                    info.config.subjects
+                    "{why}; change or delete it, or set [bus] stream to another name"
                 )));
+            }
+            for caveat in caveats(&info.config) {
+                tracing::warn!(stream = name, "JetStream stream `{name}`: {caveat}");
             }
             Ok(existing)
         }
@@ -281,6 +282,51 @@ async fn ensure_stream(
             "cannot look it up ({e}); is JetStream enabled on the server (nats-server -js)?"
         ))),
     }
+}
+
+/// Why an existing stream cannot carry Weft's events on `subject`, if it
+/// cannot.
+fn conflict(config: &stream::Config, subject: &str) -> Option<String> {
+    if !config.subjects.iter().any(|s| s == subject) {
+        return Some(format!(
+            "it exists with subjects {:?}, but weft needs `{subject}`",
+            config.subjects
+        ));
+    }
+    // Every subscribing component reads every event through a durable
+    // consumer of its own: the stream must keep an event after one
+    // consumer (work queue), or all the consumers of the moment
+    // (interest), took it.
+    match config.retention {
+        stream::RetentionPolicy::Limits => None,
+        stream::RetentionPolicy::WorkQueue => Some(
+            "its retention is `workqueue`, which drops an event once one consumer has it, \
+             but every subscribing component needs its own copy: weft needs `limits`"
+                .into(),
+        ),
+        stream::RetentionPolicy::Interest => Some(
+            "its retention is `interest`, which drops an event that no consumer is \
+             interested in yet, so a component added later never sees it: weft needs `limits`"
+                .into(),
+        ),
+    }
+}
+
+/// What an existing stream's configuration gives up, for the log.
+fn caveats(config: &stream::Config) -> Vec<String> {
+    let mut caveats = Vec::new();
+    if config.storage == stream::StorageType::Memory {
+        caveats.push("it keeps events in memory: a server restart loses them".to_owned());
+    }
+    if config.duplicate_window < RESEND_WINDOW {
+        caveats.push(format!(
+            "its duplicate window ({:?}) is shorter than the {RESEND_WINDOW:?} in which \
+             outboxes send events again after a reconnect: copies may be stored twice \
+             (the inboxes still drop them)",
+            config.duplicate_window
+        ));
+    }
+    caveats
 }
 
 /// A JetStream message handed to a component.
@@ -858,4 +904,54 @@ fn error_reply(why: &str) -> (HeaderMap, String) {
     let mut headers = HeaderMap::new();
     headers.insert(ERROR_HEADER, one_line(why).as_str());
     (headers, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events_stream() -> stream::Config {
+        stream::Config {
+            name: "WEFT_EVENTS".into(),
+            subjects: vec!["events.>".into()],
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_must_cover_the_subject_and_keep_events_for_every_consumer() {
+        assert_eq!(conflict(&events_stream(), "events.>"), None);
+        let other = stream::Config {
+            subjects: vec!["other.>".into()],
+            ..events_stream()
+        };
+        let why = conflict(&other, "events.>").unwrap_or_default();
+        assert!(why.contains("other.>") && why.contains("events.>"), "{why}");
+        for (retention, name) in [
+            (stream::RetentionPolicy::WorkQueue, "workqueue"),
+            (stream::RetentionPolicy::Interest, "interest"),
+        ] {
+            let config = stream::Config {
+                retention,
+                ..events_stream()
+            };
+            let why = conflict(&config, "events.>").unwrap_or_default();
+            assert!(why.contains(name) && why.contains("limits"), "{why}");
+        }
+    }
+
+    #[test]
+    fn memory_storage_and_a_short_duplicate_window_are_caveats() {
+        assert!(caveats(&events_stream()).is_empty());
+        let config = stream::Config {
+            storage: stream::StorageType::Memory,
+            duplicate_window: Duration::from_secs(2),
+            ..events_stream()
+        };
+        let said = caveats(&config);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].contains("memory"), "{said:?}");
+        assert!(said[1].contains("duplicate window"), "{said:?}");
+    }
 }
