@@ -136,25 +136,27 @@ async fn weft_request_reply(host: Arc<Host>, subject: &'static str) -> (f64, Dur
 async fn raw_request_reply(url: &str, with_event: bool) -> (f64, Duration, Duration) {
     use async_nats::jetstream;
     let client = async_nats::connect(url).await.unwrap();
-    let js = jetstream::new(async_nats::connect(url).await.unwrap());
+    let mut events = None;
     if with_event {
+        let js = jetstream::new(async_nats::connect(url).await.unwrap());
         raw_stream(&js, "RAWRR", "rawrr.>").await;
+        let (acks, mut pending) =
+            tokio::sync::mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
+        tokio::spawn(async move {
+            while let Some(ack) = pending.recv().await {
+                ack.await.unwrap();
+            }
+        });
+        events = Some((js, acks));
     }
     let mut sub = client
         .queue_subscribe("raw.create", "raw".into())
         .await
         .unwrap();
     let responder = client.clone();
-    let (acks, mut pending) =
-        tokio::sync::mpsc::unbounded_channel::<jetstream::context::PublishAckFuture>();
-    tokio::spawn(async move {
-        while let Some(ack) = pending.recv().await {
-            ack.await.unwrap();
-        }
-    });
     tokio::spawn(async move {
         while let Some(msg) = sub.next().await {
-            if with_event {
+            if let Some((js, acks)) = &events {
                 let (headers, body) = shaped_event();
                 let ack = js
                     .publish_with_headers("rawrr.made", headers, body.into())

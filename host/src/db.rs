@@ -976,10 +976,16 @@ mod tests {
         Ok((dir, db))
     }
 
+    /// [`open`], with the table `t(x INTEGER)`.
+    async fn open_with_t() -> Result<(tempfile::TempDir, Database), Box<dyn std::error::Error>> {
+        let (dir, db) = open()?;
+        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        Ok((dir, db))
+    }
+
     #[tokio::test]
     async fn commit_keeps_and_drop_rolls_back() -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let tx = db.begin().await?;
         tx.execute("INSERT INTO t VALUES (?1)".into(), vec![Value::Integer(1)])
             .await?;
@@ -1038,8 +1044,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_keeps_released_savepoints_and_drops_rolled_back_ones(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let batch = db.begin_batch().await?;
         for x in 1..=3 {
             let sp = batch.savepoint()?;
@@ -1099,8 +1104,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_that_others_wait_behind_hears_committed_only_after_the_groups_commit(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let (a_done, b) = a_commits_while_b_waits(&db).await?;
         assert_eq!(committed_rows(&db)?, 0, "A's row is not committed yet");
         assert!(
@@ -1120,8 +1124,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_member_rolls_back_alone_and_the_group_still_commits(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let (a_done, b) = a_commits_while_b_waits(&db).await?;
         b.execute("INSERT INTO t VALUES (2)".into(), vec![]).await?;
         drop(b); // B failed: its row goes, A's stays and commits
@@ -1155,8 +1158,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_that_nobody_waits_for_lets_a_runnable_one_join_its_commit(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let (before, b, a) = a_commits_while_b_is_about_to_begin(&db).await?;
         a.commit().await?;
         b.await??;
@@ -1168,8 +1170,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_commits_without_waiting_for_others() -> Result<(), Box<dyn std::error::Error>>
     {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let batch = db.begin_batch().await?;
         let member = batch.savepoint()?;
         member
@@ -1195,8 +1196,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_dropped_while_others_may_join_is_still_committed(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let a = db.begin().await?;
         a.execute("INSERT INTO t VALUES (1)".into(), vec![]).await?;
         let mut commit = Box::pin(a.commit());
@@ -1220,8 +1220,7 @@ mod tests {
     #[tokio::test]
     async fn a_member_whose_caller_went_away_is_still_committed(
     ) -> Result<(), Box<dyn std::error::Error>> {
-        let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        let (_dir, db) = open_with_t().await?;
         let (a_done, b) = a_commits_while_b_waits(&db).await?;
         a_done.abort(); // A's caller is gone while A waits for the group
         let _ = a_done.await;

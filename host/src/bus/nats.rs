@@ -47,6 +47,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// flushed yet, confirmed or not (seen: about a hundred events of the last
 /// half second). The stream drops the copies it still has by id.
 const RESEND_WINDOW: Duration = Duration::from_secs(10);
+/// How long a stream the host creates remembers event ids to drop copies:
+/// well past [`RESEND_WINDOW`], and past the outbox's 5 s resend of a page
+/// that was not confirmed.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Largest event envelope taken from the stream.
 const MAX_ENVELOPE: usize = 1 << 20;
 
@@ -267,20 +271,26 @@ async fn ensure_stream(
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
             ) =>
         {
-            js.create_stream(stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subject],
-                max_age,
-                storage: stream::StorageType::File,
-                duplicate_window: Duration::from_secs(120),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(format!("cannot create it: {e}")))
+            js.create_stream(new_stream(name, subject, max_age))
+                .await
+                .map_err(|e| err(format!("cannot create it: {e}")))
         }
         Err(e) => Err(err(format!(
             "cannot look it up ({e}); is JetStream enabled on the server (nats-server -js)?"
         ))),
+    }
+}
+
+/// The stream the host creates when there is none: on disk, keeping each
+/// event id for [`DUPLICATE_WINDOW`].
+fn new_stream(name: &str, subject: String, max_age: Duration) -> stream::Config {
+    stream::Config {
+        name: name.to_owned(),
+        subjects: vec![subject],
+        max_age,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
     }
 }
 
@@ -910,13 +920,9 @@ fn error_reply(why: &str) -> (HeaderMap, String) {
 mod tests {
     use super::*;
 
+    /// The stream the host itself creates: it must pass its own checks.
     fn events_stream() -> stream::Config {
-        stream::Config {
-            name: "WEFT_EVENTS".into(),
-            subjects: vec!["events.>".into()],
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        }
+        new_stream("WEFT_EVENTS", "events.>".into(), Duration::from_secs(3600))
     }
 
     #[test]
