@@ -1138,6 +1138,16 @@ mod tests {
         Ok(())
     }
 
+    /// B: a task, runnable but not started, that inserts 2 and commits.
+    fn spawn_b(db: &Database) -> tokio::task::JoinHandle<Result<(), DbError>> {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let b = db.begin().await?;
+            b.execute("INSERT INTO t VALUES (2)".into(), vec![]).await?;
+            b.commit().await
+        })
+    }
+
     /// B is runnable but has not asked for the lease when A commits.
     async fn a_commits_while_b_is_about_to_begin(
         db: &Database,
@@ -1146,13 +1156,7 @@ mod tests {
         let a = db.begin().await?;
         a.execute("INSERT INTO t VALUES (1)".into(), vec![]).await?;
         let before = db.commits();
-        let b_db = db.clone();
-        let b = tokio::spawn(async move {
-            let b = b_db.begin().await?;
-            b.execute("INSERT INTO t VALUES (2)".into(), vec![]).await?;
-            b.commit().await
-        });
-        Ok((before, b, a))
+        Ok((before, spawn_b(db), a))
     }
 
     #[tokio::test]
@@ -1178,12 +1182,7 @@ mod tests {
             .await?;
         member.commit().await?;
         let before = db.commits();
-        let other = db.clone();
-        let b = tokio::spawn(async move {
-            let b = other.begin().await?;
-            b.execute("INSERT INTO t VALUES (2)".into(), vec![]).await?;
-            b.commit().await
-        });
+        let b = spawn_b(&db);
         batch.commit().await?;
         assert_eq!(db.commits() - before, 1);
         assert_eq!(committed_rows(&db)?, 1, "B had not begun");
