@@ -264,6 +264,9 @@ pub struct Limits {
     /// deadline. Request-reply waits as long as the caller asks, up to the
     /// deadline.
     pub host_call_timeout_ms: Option<u64>,
+    /// The largest the component's database may grow, in MiB (default
+    /// 1024): past it a write gets `limit-exceeded`.
+    pub max_db_mib: Option<u64>,
 }
 
 /// Limits with every value decided.
@@ -285,6 +288,8 @@ pub struct ResolvedLimits {
     pub max_payload_bytes: usize,
     /// Longest wait inside one host call.
     pub host_call_timeout: std::time::Duration,
+    /// Largest database file, in bytes.
+    pub max_db_bytes: u64,
 }
 
 impl Limits {
@@ -309,6 +314,11 @@ impl Limits {
             max_body_bytes: pick(self.max_body_bytes, defaults.max_body_bytes, 1 << 20),
             max_payload_bytes: pick(self.max_payload_bytes, defaults.max_payload_bytes, 1 << 20),
             host_call_timeout: std::time::Duration::from_millis(host_call_ms),
+            max_db_bytes: self
+                .max_db_mib
+                .or(defaults.max_db_mib)
+                .unwrap_or(1024)
+                .saturating_mul(1 << 20),
         }
     }
 
@@ -328,6 +338,7 @@ impl Limits {
                 "host_call_timeout_ms",
                 self.host_call_timeout_ms.map(|v| v as u128),
             ),
+            ("max_db_mib", self.max_db_mib.map(|v| v as u128)),
         ]
         .into_iter()
         .find(|(_, v)| *v == Some(0));

@@ -19,14 +19,23 @@
 //! `synchronous = NORMAL`). The one slow step, the checkpoint with its
 //! fsync, runs on a thread of its own per database.
 //!
-//! Guests run under an authorizer: they cannot touch host tables (`_weft_*`),
-//! attach other files, run pragmas, or end the host's transaction.
+//! Guests run under an authorizer: they cannot touch host tables (`_weft_*`)
+//! or `sqlite_sequence` (which numbers the outbox), write the schema table,
+//! attach other files, run pragmas, or end the host's transaction. And under
+//! bounds ([`GuestBounds`]): every guest statement stops at its
+//! invocation's deadline (a progress handler), SQLite's own limits cap what
+//! one statement may allocate, and `max_page_count` caps the file. A guest
+//! statement that runs long hands its tokio worker's other tasks to a new
+//! worker thread (see [`Watch`]), so it never stalls HTTP or other
+//! components.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
+use rusqlite::limits::Limit;
 use rusqlite::types::Value;
 use rusqlite::{Connection, ErrorCode};
 
@@ -51,9 +60,12 @@ pub enum DbError {
     /// The statement touches something guests may not.
     #[error("{0}")]
     Denied(String),
-    /// Too many rows or bytes.
+    /// Too many rows or bytes, a value too large, or the database full.
     #[error("{0}")]
     LimitExceeded(String),
+    /// The statement ran into its invocation's deadline and was stopped.
+    #[error("the statement ran past the invocation's deadline")]
+    Timeout,
     /// The database cannot do it now (busy, I/O, closed).
     #[error("{0}")]
     Unavailable(String),
@@ -67,11 +79,21 @@ impl From<rusqlite::Error> for DbError {
             Some(ErrorCode::AuthorizationForStatementDenied) => {
                 DbError::Denied(format!("not allowed for components: {message}"))
             }
+            // SQLite reports a denied function as a plain error.
+            _ if message.contains("not authorized") => {
+                DbError::Denied(format!("not allowed for components: {message}"))
+            }
+            Some(ErrorCode::OperationInterrupted) => DbError::Timeout,
+            Some(ErrorCode::TooBig) => DbError::LimitExceeded(format!(
+                "{message} (a value, statement or row past the component's SQLite limits)"
+            )),
+            Some(ErrorCode::DiskFull) => DbError::LimitExceeded(format!(
+                "{message} (the database reached its size cap, limits.max_db_mib, or the disk is full)"
+            )),
             Some(
                 ErrorCode::DatabaseBusy
                 | ErrorCode::DatabaseLocked
                 | ErrorCode::SystemIoFailure
-                | ErrorCode::DiskFull
                 | ErrorCode::CannotOpen
                 | ErrorCode::OutOfMemory,
             ) => DbError::Unavailable(message),
@@ -93,6 +115,12 @@ pub struct Rows {
 struct Worker {
     conn: Connection,
     guest_mode: Arc<AtomicBool>,
+    /// The running guest statement's deadline, for the progress handler.
+    watch: Arc<Watch>,
+    /// Pages the file may have before a guest write is refused (the
+    /// component's `max_db_mib`); `max_page_count` stops the file a little
+    /// above it.
+    room_pages: i64,
     /// Prefixed to the host's cached statements. The statement cache is
     /// keyed by SQL text and a cached statement is not authorised again, so
     /// a guest that sent the same text as a host statement would get it
@@ -101,6 +129,28 @@ struct Worker {
 }
 
 impl Worker {
+    /// Refuses a guest write once the file has reached its cap. Checked
+    /// before the write rather than left to `max_page_count`: SQLite's
+    /// `SQLITE_FULL` rolls back the whole transaction (every member of the
+    /// group with it), a refusal here only this statement.
+    fn check_room(&mut self) -> Result<(), DbError> {
+        if self.room_pages == i64::MAX {
+            return Ok(());
+        }
+        let pages: i64 = self.host(|h| {
+            let mut stmt = h
+                .conn
+                .prepare_cached(&format!("{}PRAGMA page_count", h.prefix))?;
+            Ok::<_, DbError>(stmt.query_row([], |r| r.get(0))?)
+        })?;
+        if pages >= self.room_pages {
+            return Err(DbError::LimitExceeded(
+                "the database reached its size cap (limits.max_db_mib)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs `f` with the authorizer off (host statements).
     fn as_host<R>(&mut self, f: impl FnOnce(&mut Connection) -> R) -> R {
         self.guest_mode.store(false, Ordering::Relaxed);
@@ -121,6 +171,126 @@ impl Worker {
         r
     }
 }
+
+/// What the progress handler knows of the guest statement that runs: its
+/// deadline and since when it runs. Times are nanoseconds since `base`;
+/// a deadline of 0 means a host statement, never stopped.
+struct Watch {
+    base: Instant,
+    deadline: AtomicU64,
+    started: AtomicU64,
+    /// When the statement last handed its worker's other tasks on.
+    handed_off: AtomicU64,
+}
+
+/// SQLite calls the progress handler every this many virtual machine
+/// steps: often enough to stop within a millisecond of the deadline.
+const PROGRESS_STEPS: std::ffi::c_int = 1000;
+
+/// A guest statement that has run this long hands its worker's other
+/// tasks to another thread (and again every so long while it runs).
+const HAND_OFF_AFTER: Duration = Duration::from_millis(2);
+
+/// How long the hand-off lets the new worker thread take over the tasks.
+const HAND_OFF_WAIT: Duration = Duration::from_micros(200);
+
+impl Watch {
+    fn new() -> Watch {
+        Watch {
+            base: Instant::now(),
+            deadline: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            handed_off: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Arms the handler for a guest statement that must end by `deadline`.
+    fn arm(&self, deadline: Instant) {
+        let now = self.nanos(Instant::now());
+        self.started.store(now, Ordering::Relaxed);
+        self.handed_off.store(now, Ordering::Relaxed);
+        self.deadline
+            .store(self.nanos(deadline).max(1), Ordering::Relaxed);
+    }
+
+    fn disarm(&self) {
+        self.deadline.store(0, Ordering::Relaxed);
+    }
+
+    /// The progress handler: `true` stops the statement.
+    ///
+    /// Statements run inline on the tokio worker of their invocation,
+    /// because a hop to another thread costs more than a typical statement.
+    /// One that runs long would stall every task queued on that worker (the
+    /// gateway's, other components'), so after [`HAND_OFF_AFTER`] it calls
+    /// `block_in_place`: tokio hands the worker's queue to a new worker
+    /// thread, and this thread finishes the statement (and the rest of the
+    /// invocation's poll) as a blocking thread. The short wait inside lets
+    /// the new thread take the queue before this one would take it back.
+    fn progress(&self) -> bool {
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline == 0 {
+            return false;
+        }
+        let now = self.nanos(Instant::now());
+        if now >= deadline {
+            return true;
+        }
+        let last = self.handed_off.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= HAND_OFF_AFTER.as_nanos() as u64 {
+            self.handed_off.store(now, Ordering::Relaxed);
+            off_workers(|| std::thread::sleep(HAND_OFF_WAIT));
+        }
+        false
+    }
+}
+
+/// Pages past a component's cap at which SQLite itself stops the file.
+const HARD_STOP_SLACK_PAGES: i64 = 1024;
+
+/// What bounds a component's SQL beyond its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestBounds {
+    /// The largest string or blob, and so roughly the most one value may
+    /// allocate (`SQLITE_LIMIT_LENGTH`).
+    pub max_value_bytes: usize,
+    /// The largest the database file may grow (`max_page_count`).
+    pub max_db_bytes: u64,
+}
+
+impl GuestBounds {
+    /// The bounds of a component with these limits: a value of at most a
+    /// quarter of its memory limit (but room for its largest payload
+    /// twice over, which the host stores as an outbox row), and its
+    /// database cap.
+    pub fn for_limits(limits: &crate::config::ResolvedLimits) -> GuestBounds {
+        let quarter = limits.memory_bytes / 4;
+        let payload = limits.max_payload_bytes.saturating_mul(2) + (64 << 10);
+        GuestBounds {
+            max_value_bytes: quarter.max(payload).max(1 << 20),
+            max_db_bytes: limits.max_db_bytes,
+        }
+    }
+}
+
+/// SQLite's own limits on one guest statement, beside the value length:
+/// SQL text, columns, expression depth, compound selects, parameters,
+/// trigger recursion. Each is far above what the shipped components use
+/// and far below SQLite's defaults, which allow statements that allocate
+/// without bound before they fail.
+const STATEMENT_LIMITS: [(Limit, i32); 7] = [
+    (Limit::SQLITE_LIMIT_SQL_LENGTH, 64 * 1024 + 1024),
+    (Limit::SQLITE_LIMIT_COLUMN, 256),
+    (Limit::SQLITE_LIMIT_EXPR_DEPTH, 256),
+    (Limit::SQLITE_LIMIT_COMPOUND_SELECT, 64),
+    (Limit::SQLITE_LIMIT_VARIABLE_NUMBER, 999),
+    (Limit::SQLITE_LIMIT_TRIGGER_DEPTH, 16),
+    (Limit::SQLITE_LIMIT_FUNCTION_ARG, 32),
+];
 
 /// A handle to a component's database. Clones share the connection.
 #[derive(Clone)]
@@ -235,8 +405,14 @@ impl Database {
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; \
              PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
-             PRAGMA wal_autocheckpoint = 0; PRAGMA temp_store = MEMORY;"
+             PRAGMA wal_autocheckpoint = 0;"
         ))?;
+        for (limit, value) in STATEMENT_LIMITS {
+            conn.set_limit(limit, value)?;
+        }
+        let watch = Arc::new(Watch::new());
+        let handler = watch.clone();
+        conn.progress_handler(PROGRESS_STEPS, Some(move || handler.progress()))?;
         conn.set_prepared_statement_cache_capacity(256);
         let wal_frames = Arc::new(AtomicUsize::new(0));
         let copied = Arc::new(AtomicUsize::new(0));
@@ -287,6 +463,8 @@ impl Database {
                 worker: std::sync::Mutex::new(Worker {
                     conn,
                     guest_mode,
+                    watch,
+                    room_pages: i64::MAX,
                     host_prefix,
                 }),
                 lease: Arc::new(tokio::sync::Mutex::new(())),
@@ -298,6 +476,28 @@ impl Database {
                 checkpointer,
                 checkpointing,
             }),
+        })
+    }
+
+    /// Bounds what guest statements may allocate and how large the file
+    /// may grow (see [`GuestBounds`]).
+    pub fn bound(&self, bounds: GuestBounds) -> Result<(), DbError> {
+        let length = i32::try_from(bounds.max_value_bytes).unwrap_or(i32::MAX);
+        self.run(|w| {
+            w.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, length)?;
+            let page_size: i64 =
+                w.as_host(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0)))?;
+            let room = i64::try_from(bounds.max_db_bytes)
+                .unwrap_or(i64::MAX)
+                .checked_div(page_size.max(512))
+                .unwrap_or(i64::MAX)
+                .max(1);
+            // The hard stop leaves room for the statement that passed the
+            // check and for the host's own rows (outbox, dead letters).
+            let hard = room.saturating_add((room / 4).max(HARD_STOP_SLACK_PAGES));
+            w.room_pages = room;
+            w.as_host(|c| c.query_row(&format!("PRAGMA max_page_count = {hard}"), [], |_| Ok(())))?;
+            Ok(())
         })
     }
 
@@ -341,6 +541,7 @@ impl Database {
         }
         Ok(Tx {
             db: self.clone(),
+            deadline: None,
             lease: Some(lease),
             savepoint_open: false,
         })
@@ -418,9 +619,14 @@ impl Database {
     /// A savepoint inside the batch that currently holds the lease. Only a
     /// [`Batch`]'s owner may call this, while the batch is alive.
     pub(crate) fn open_savepoint(&self) -> Result<Tx, DbError> {
+        if !self.in_transaction() {
+            // A SAVEPOINT here would begin a transaction of its own.
+            return Err(rolled_back());
+        }
         self.host_sql(&format!("SAVEPOINT {SAVEPOINT}"))?;
         Ok(Tx {
             db: self.clone(),
+            deadline: None,
             lease: None,
             savepoint_open: true,
         })
@@ -481,12 +687,18 @@ impl Database {
 
     /// Applies the migrations after the ones already applied, in one
     /// transaction. Returns how many ran. Migration SQL runs as guest SQL.
-    pub async fn migrate(&self, statements: Vec<String>) -> Result<usize, MigrationError> {
+    /// Each statement stops after `time` (the component's invocation
+    /// timeout): a migration is guest SQL too.
+    pub async fn migrate(
+        &self,
+        statements: Vec<String>,
+        time: Duration,
+    ) -> Result<usize, MigrationError> {
         let _lease = self.acquire().await;
         if self.in_transaction() {
             self.close_group(); // migrations run in a transaction of their own
         }
-        self.call(move |w| migrate(w, &statements))
+        self.call(move |w| migrate(w, &statements, time))
             .await
             .map_err(|e| MigrationError { index: 0, error: e })?
     }
@@ -641,7 +853,7 @@ fn start_checkpointer(
     Ok(wake)
 }
 
-fn migrate(w: &mut Worker, statements: &[String]) -> Result<usize, MigrationError> {
+fn migrate(w: &mut Worker, statements: &[String], time: Duration) -> Result<usize, MigrationError> {
     let at = |index| move |error: DbError| MigrationError { index, error };
     let applied: i64 = w
         .as_host(|c| {
@@ -662,19 +874,18 @@ fn migrate(w: &mut Worker, statements: &[String]) -> Result<usize, MigrationErro
     let mut ran = 0;
     for (i, sql) in statements.iter().enumerate().skip(skip) {
         let index = i + 1;
-        let step = w
-            .conn
-            .execute_batch(sql)
+        w.watch.arm(Instant::now() + time);
+        let ran_sql = w.conn.execute_batch(sql);
+        w.watch.disarm();
+        let step = ran_sql.map_err(DbError::from).and_then(|()| {
+            w.as_host(|c| {
+                c.execute(
+                    "INSERT INTO _weft_migrations(version) VALUES (?1)",
+                    [index as i64],
+                )
+            })
             .map_err(DbError::from)
-            .and_then(|()| {
-                w.as_host(|c| {
-                    c.execute(
-                        "INSERT INTO _weft_migrations(version) VALUES (?1)",
-                        [index as i64],
-                    )
-                })
-                .map_err(DbError::from)
-            });
+        });
         if let Err(e) = step {
             let _ = w.as_host(|c| c.execute_batch("ROLLBACK"));
             return Err(at(index)(e));
@@ -694,6 +905,8 @@ fn migrate(w: &mut Worker, statements: &[String]) -> Result<usize, MigrationErro
 /// `RELEASE`): the group commit of event deliveries.
 pub struct Tx {
     db: Database,
+    /// When its guest statements must stop.
+    deadline: Option<Instant>,
     /// `Some` for a member until it ends.
     lease: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// A savepoint inside a batch that has not ended yet.
@@ -708,42 +921,109 @@ enum Gather {
     No,
 }
 
+/// The bound of a guest statement run without an invocation's deadline
+/// (tests and tools): long, but not forever.
+const UNBOUNDED_STATEMENT: Duration = Duration::from_secs(3600);
+
+/// What a statement hears once SQLite rolled its transaction back.
+fn rolled_back() -> DbError {
+    DbError::Unavailable(
+        "SQLite rolled the transaction back (a statement was interrupted or the database is full)"
+            .into(),
+    )
+}
+
 /// The savepoint of a member of the group transaction.
 const MEMBER: &str = "weft_member";
 /// The savepoint of the invocation running inside a batch (one at a time).
 const SAVEPOINT: &str = "weft_invocation";
 
 impl Tx {
+    /// Stops this transaction's statements at `deadline` (the invocation's).
+    pub fn with_deadline(mut self, deadline: Instant) -> Tx {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Runs a guest statement `f` under the deadline, inside the
+    /// transaction. An interrupted write, or `SQLITE_FULL` without a
+    /// statement journal, makes SQLite roll back the whole transaction: the
+    /// group's other members then hear so at once, and nothing more runs
+    /// in what would now be autocommit mode.
+    async fn guest<R>(
+        &self,
+        f: impl FnOnce(&mut Worker) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        let deadline = self
+            .deadline
+            .unwrap_or_else(|| Instant::now() + UNBOUNDED_STATEMENT);
+        let result = self
+            .db
+            .call(move |w| {
+                if w.conn.is_autocommit() {
+                    return Err(rolled_back());
+                }
+                w.watch.arm(deadline);
+                let r = f(w);
+                w.watch.disarm();
+                r
+            })
+            .await?;
+        if result.is_err() && !self.db.in_transaction() {
+            self.db.tell_group(Err(rolled_back()));
+        }
+        result
+    }
+
     /// Runs a statement that returns no rows; the number of rows changed.
     pub async fn execute(&self, sql: String, params: Vec<Value>) -> Result<u64, DbError> {
-        self.db
-            .call(move |w| {
-                let mut stmt = w.conn.prepare_cached(&sql)?;
+        self.guest(move |w| {
+            let readonly = {
+                let stmt = w.conn.prepare_cached(&sql)?;
                 if stmt.readonly() && stmt.column_count() > 0 {
                     return Err(DbError::Invalid(
                         "execute is for statements without rows; use query".into(),
                     ));
                 }
-                let n = stmt.execute(rusqlite::params_from_iter(params.iter()))?;
-                Ok(n as u64)
-            })
-            .await?
+                stmt.readonly()
+            };
+            if !readonly {
+                w.check_room()?;
+            }
+            let mut stmt = w.conn.prepare_cached(&sql)?;
+            let n = stmt.execute(rusqlite::params_from_iter(params.iter()))?;
+            Ok(n as u64)
+        })
+        .await
     }
 
     /// Runs a statement that returns rows.
     pub async fn query(&self, sql: String, params: Vec<Value>) -> Result<Rows, DbError> {
-        self.db
-            .call(move |w| {
-                let mut stmt = w.conn.prepare_cached(&sql)?;
-                collect_rows(&mut stmt, &params)
-            })
-            .await?
+        self.guest(move |w| {
+            let mut stmt = w.conn.prepare_cached(&sql)?;
+            if !stmt.readonly() {
+                drop(stmt);
+                w.check_room()?;
+                stmt = w.conn.prepare_cached(&sql)?;
+            }
+            collect_rows(&mut stmt, &params)
+        })
+        .await
     }
 
     /// Runs host statements in this transaction (the outbox and inbox rows
-    /// that commit with the invocation's writes).
-    pub(crate) fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
-        self.db.run(|w| w.host(f))
+    /// that commit with the invocation's writes); refused once SQLite has
+    /// rolled the transaction back, so they never commit on their own.
+    pub(crate) fn host<R>(
+        &self,
+        f: impl FnOnce(&HostSql<'_>) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
+        self.db.run(|w| {
+            if w.conn.is_autocommit() {
+                return Err(rolled_back());
+            }
+            w.host(f)
+        })
     }
 
     /// Commits (or releases the savepoint into its batch). A member that
@@ -876,7 +1156,10 @@ impl Batch {
 
     /// Runs host statements in the batch's transaction, outside any
     /// savepoint.
-    pub(crate) fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
+    pub(crate) fn host<R>(
+        &self,
+        f: impl FnOnce(&HostSql<'_>) -> Result<R, DbError>,
+    ) -> Result<R, DbError> {
         self.tx.host(f)
     }
 
@@ -922,9 +1205,20 @@ fn collect_rows(stmt: &mut rusqlite::Statement<'_>, params: &[Value]) -> Result<
     Ok(out)
 }
 
+/// Tables guests may not touch at all: the host's, and `sqlite_sequence`,
+/// whose rows number the host's outbox (`AUTOINCREMENT`).
 fn is_host_table(name: &str) -> bool {
-    name.len() >= HOST_TABLE_PREFIX.len()
-        && name[..HOST_TABLE_PREFIX.len()].eq_ignore_ascii_case(HOST_TABLE_PREFIX)
+    let prefixed = name.len() >= HOST_TABLE_PREFIX.len()
+        && name[..HOST_TABLE_PREFIX.len()].eq_ignore_ascii_case(HOST_TABLE_PREFIX);
+    prefixed || name.eq_ignore_ascii_case("sqlite_sequence")
+}
+
+/// SQL functions guests may not call: loading code into the host, and
+/// FTS3's tokenizer registration, which takes a raw pointer.
+fn is_denied_function(name: &str) -> bool {
+    ["load_extension", "fts3_tokenizer"]
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f))
 }
 
 fn guest_authorization(ctx: &AuthContext<'_>) -> Authorization {
@@ -937,9 +1231,10 @@ fn guest_authorization(ctx: &AuthContext<'_>) -> Authorization {
         | A::Savepoint { .. }
         | A::CreateVtable { .. }
         | A::DropVtable { .. } => Authorization::Deny,
-        A::Function { function_name } if function_name.eq_ignore_ascii_case("load_extension") => {
-            Authorization::Deny
-        }
+        A::Function { function_name } if is_denied_function(function_name) => Authorization::Deny,
+        // Triggers and views are checked too: SQLite authorises the
+        // statements a trigger runs and the tables a view reads each time
+        // a guest statement uses them, with the trigger or view as accessor.
         A::CreateIndex { table_name, .. }
         | A::CreateTable { table_name }
         | A::CreateTempIndex { table_name, .. }
@@ -970,6 +1265,8 @@ fn guest_authorization(ctx: &AuthContext<'_>) -> Authorization {
 mod tests {
     use super::*;
 
+    const MIGRATION_TIME: Duration = Duration::from_secs(60);
+
     fn open() -> Result<(tempfile::TempDir, Database), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let db = Database::open(&dir.path().join("t.sqlite"), Synchronous::Normal)?;
@@ -979,7 +1276,8 @@ mod tests {
     /// [`open`], with the table `t(x INTEGER)`.
     async fn open_with_t() -> Result<(tempfile::TempDir, Database), Box<dyn std::error::Error>> {
         let (dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()]).await?;
+        db.migrate(vec!["CREATE TABLE t(x INTEGER)".into()], MIGRATION_TIME)
+            .await?;
         Ok((dir, db))
     }
 
@@ -1007,7 +1305,8 @@ mod tests {
     async fn the_wal_starts_over_under_a_writer_that_never_pauses(
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x BLOB)".into()]).await?;
+        db.migrate(vec!["CREATE TABLE t(x BLOB)".into()], MIGRATION_TIME)
+            .await?;
         let writers = (0..4).map(|_| {
             let db = db.clone();
             tokio::spawn(async move {
@@ -1255,12 +1554,12 @@ mod tests {
     ) -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, db) = open()?;
         let first = vec!["CREATE TABLE a(x)".to_string()];
-        assert_eq!(db.migrate(first.clone()).await?, 1);
-        assert_eq!(db.migrate(first.clone()).await?, 0);
+        assert_eq!(db.migrate(first.clone(), MIGRATION_TIME).await?, 1);
+        assert_eq!(db.migrate(first.clone(), MIGRATION_TIME).await?, 0);
         let mut more = first;
         more.push("CREATE TABLE b(x)".into());
         more.push("THIS IS NOT SQL".into());
-        let err = db.migrate(more).await.err();
+        let err = db.migrate(more, MIGRATION_TIME).await.err();
         assert_eq!(err.map(|e| e.index), Some(3));
         // The failed batch left nothing behind: b does not exist.
         let rows = db
@@ -1273,7 +1572,8 @@ mod tests {
     #[tokio::test]
     async fn guests_cannot_reach_host_tables_or_escape() -> Result<(), Box<dyn std::error::Error>> {
         let (_dir, db) = open()?;
-        db.migrate(vec!["CREATE TABLE t(x UNIQUE)".into()]).await?;
+        db.migrate(vec!["CREATE TABLE t(x UNIQUE)".into()], MIGRATION_TIME)
+            .await?;
         let tx = db.begin().await?;
         for sql in [
             "SELECT * FROM _weft_migrations",
@@ -1293,6 +1593,221 @@ mod tests {
             .execute("INSERT INTO nope VALUES (1)".into(), vec![])
             .await;
         assert!(matches!(bad, Err(DbError::Invalid(_))), "{bad:?}");
+        Ok(())
+    }
+
+    const COUNT_FOREVER: &str =
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+    #[tokio::test]
+    async fn a_guest_statement_stops_at_its_deadline() -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open_with_t().await?;
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let tx = db.begin().await?.with_deadline(deadline);
+        let r = tx.query(COUNT_FOREVER.into(), vec![]).await;
+        assert_eq!(r, Err(DbError::Timeout));
+        let late = Instant::now().saturating_duration_since(deadline);
+        assert!(late < Duration::from_millis(50), "stopped {late:?} late");
+        // A read that was stopped leaves the transaction usable.
+        tx.execute("INSERT INTO t VALUES (1)".into(), vec![])
+            .await?;
+        tx.commit().await?;
+        assert_eq!(committed_rows(&db)?, 1);
+        Ok(())
+    }
+
+    /// One worker thread: a statement that kept it would stop every other
+    /// task until its deadline.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_long_statement_leaves_its_worker_to_other_tasks(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open_with_t().await?;
+        let (ticking_tx, ticking) = tokio::sync::oneshot::channel();
+        let ticker = tokio::spawn(async move {
+            let mut ticking_tx = Some(ticking_tx);
+            let mut worst = Duration::ZERO;
+            for _ in 0..60 {
+                let t = Instant::now();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                worst = worst.max(t.elapsed());
+                if let Some(tx) = ticking_tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            worst
+        });
+        let query = tokio::spawn(async move {
+            let _ = ticking.await;
+            let tx = db
+                .begin()
+                .await?
+                .with_deadline(Instant::now() + Duration::from_millis(400));
+            tx.query(COUNT_FOREVER.into(), vec![]).await
+        });
+        let worst = ticker.await?;
+        assert_eq!(query.await?, Err(DbError::Timeout));
+        assert!(
+            worst < Duration::from_millis(100),
+            "a 10 ms sleep took {worst:?} beside the statement"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_value_past_the_bound_is_refused_before_it_is_made(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open_with_t().await?;
+        db.bound(GuestBounds {
+            max_value_bytes: 1 << 20,
+            max_db_bytes: 1 << 30,
+        })?;
+        let tx = db.begin().await?;
+        for sql in [
+            "SELECT randomblob(1000000000)",
+            "SELECT zeroblob(2000000)",
+            "SELECT printf('%.*c', 2000000, 'x')",
+        ] {
+            let r = tx.query(sql.into(), vec![]).await;
+            assert!(matches!(r, Err(DbError::LimitExceeded(_))), "{sql}: {r:?}");
+        }
+        let ok = tx
+            .query("SELECT length(randomblob(1000))".into(), vec![])
+            .await?;
+        assert_eq!(ok.rows, vec![vec![Value::Integer(1000)]]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_a_limit_and_the_next_transaction_works(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open_with_t().await?;
+        db.bound(GuestBounds {
+            max_value_bytes: 1 << 20,
+            max_db_bytes: 256 << 10,
+        })?;
+        let tx = db.begin().await?;
+        let mut full = None;
+        for _ in 0..200 {
+            if let Err(e) = tx
+                .execute("INSERT INTO t VALUES (randomblob(8000))".into(), vec![])
+                .await
+            {
+                full = Some(e);
+                break;
+            }
+        }
+        assert!(matches!(full, Some(DbError::LimitExceeded(_))), "{full:?}");
+        drop(tx);
+        let tx = db.begin().await?;
+        tx.execute("INSERT INTO t VALUES (1)".into(), vec![])
+            .await?;
+        tx.commit().await?;
+        assert_eq!(committed_rows(&db)?, 1);
+        Ok(())
+    }
+
+    /// B's write is stopped at its deadline while A's released work waits
+    /// in the group: SQLite rolls the whole transaction back, so A must
+    /// hear a failure (not "committed"), and B's later statements must not
+    /// run in autocommit mode.
+    #[tokio::test]
+    async fn an_interrupted_write_fails_its_group_and_commits_nothing_alone(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open_with_t().await?;
+        let (a_done, b) = a_commits_while_b_waits(&db).await?;
+        let b = b.with_deadline(Instant::now() + Duration::from_millis(100));
+        let long_write = "INSERT INTO t WITH RECURSIVE c(x) AS \
+             (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c";
+        assert_eq!(
+            b.execute(long_write.into(), vec![]).await,
+            Err(DbError::Timeout)
+        );
+        let after = b.execute("INSERT INTO t VALUES (3)".into(), vec![]).await;
+        assert!(matches!(after, Err(DbError::Unavailable(_))), "{after:?}");
+        assert!(b.commit().await.is_err());
+        assert!(a_done.await?.is_err(), "A's work was rolled back");
+        assert_eq!(committed_rows(&db)?, 0);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn guests_cannot_reach_host_tables_through_sequences_triggers_or_views(
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (_dir, db) = open()?;
+        db.migrate(
+            vec![
+                "CREATE TABLE a(id INTEGER PRIMARY KEY AUTOINCREMENT, x)".into(),
+                "CREATE TABLE log(x)".into(),
+            ],
+            MIGRATION_TIME,
+        )
+        .await?;
+        let tx = db.begin().await?;
+        tx.execute("INSERT INTO a(x) VALUES (1)".into(), vec![])
+            .await?;
+        for sql in [
+            "UPDATE sqlite_sequence SET seq = 0",
+            "DELETE FROM sqlite_sequence",
+            "INSERT INTO sqlite_sequence VALUES ('_weft_outbox', 0)",
+            "CREATE TRIGGER t1 AFTER INSERT ON _weft_outbox BEGIN SELECT 1; END",
+            "SELECT fts3_tokenizer('simple')",
+        ] {
+            let r = tx.execute(sql.into(), vec![]).await;
+            assert!(matches!(r, Err(DbError::Denied(_))), "{sql}: {r:?}");
+        }
+        // The schema table: CREATE, DROP and ALTER write it on a guest's
+        // behalf, so the authorizer lets them; a direct write SQLite itself
+        // refuses, as `writable_schema` is a (denied) pragma.
+        for sql in [
+            "UPDATE sqlite_master SET sql = 'x'",
+            "DELETE FROM sqlite_schema",
+            "PRAGMA writable_schema = ON",
+        ] {
+            let r = tx.execute(sql.into(), vec![]).await;
+            assert!(
+                matches!(r, Err(DbError::Denied(_) | DbError::Invalid(_))),
+                "{sql}: {r:?}"
+            );
+        }
+        let read = tx
+            .query("SELECT * FROM sqlite_sequence".into(), vec![])
+            .await;
+        assert!(matches!(read, Err(DbError::Denied(_))), "{read:?}");
+        // A trigger or view may be made, but what it reaches is checked
+        // whenever a guest statement uses it.
+        for sql in [
+            "CREATE TRIGGER bump AFTER INSERT ON log BEGIN \
+                 UPDATE sqlite_sequence SET seq = 0; END",
+            "CREATE TRIGGER leak AFTER INSERT ON a BEGIN \
+                 INSERT INTO _weft_outbox(event) VALUES ('{}'); END",
+            "CREATE VIEW peek AS SELECT * FROM _weft_outbox",
+        ] {
+            // Creating may be refused already; using must be.
+            let _ = tx.execute(sql.into(), vec![]).await;
+        }
+        for sql in ["INSERT INTO log VALUES (1)", "INSERT INTO a(x) VALUES (2)"] {
+            let r = tx.execute(sql.into(), vec![]).await;
+            assert!(matches!(r, Err(DbError::Denied(_)) | Ok(_)), "{sql}: {r:?}");
+        }
+        let peek = tx.query("SELECT * FROM peek".into(), vec![]).await;
+        assert!(
+            matches!(peek, Err(DbError::Denied(_) | DbError::Invalid(_))),
+            "{peek:?}"
+        );
+        // The guest's own schema still works.
+        tx.execute("CREATE TABLE b(y)".into(), vec![]).await?;
+        tx.execute("DROP TABLE b".into(), vec![]).await?;
+        tx.commit().await?;
+        let outbox = db.host_query("SELECT count(*) FROM _weft_outbox").await?;
+        assert_eq!(outbox.rows, vec![vec![Value::Integer(0)]]);
+        let seq = db
+            .host_query("SELECT seq FROM sqlite_sequence WHERE name = 'a'")
+            .await?;
+        assert_eq!(
+            seq.rows,
+            vec![vec![Value::Integer(1)]],
+            "only a's own insert"
+        );
         Ok(())
     }
 }

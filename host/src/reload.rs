@@ -102,7 +102,7 @@ pub async fn reload(
     let applied = target
         .ctx
         .db
-        .migrate(migrations)
+        .migrate(migrations, target.ctx.limits.timeout)
         .await
         .map_err(|e| migration_err(e.to_string()))?;
     let replaced = target.swap(next.clone());

@@ -16,7 +16,7 @@ use crate::bus::local::LocalBus;
 use crate::bus::{Bus, Delivery, Event, EventReceiver, RequestReceiver};
 use crate::component::LoadedComponent;
 use crate::config::{BusKind, Config};
-use crate::db::Database;
+use crate::db::{Database, GuestBounds};
 use crate::engine::{self, EpochTicker, LoadError};
 use crate::gateway;
 use crate::hub::Hub;
@@ -226,8 +226,10 @@ impl Host {
             let db_path = config.data.dir.join("db").join(format!("{name}.sqlite"));
             let db = Database::open(&db_path, config.data.synchronous)
                 .map_err(|e| db_err(e.to_string()))?;
-            let outbox = Outbox::open(name, db.clone()).map_err(|e| db_err(e.to_string()))?;
             let limits = cc.limits.resolve(&config.limits);
+            db.bound(GuestBounds::for_limits(&limits))
+                .map_err(|e| db_err(e.to_string()))?;
+            let outbox = Outbox::open(name, db.clone()).map_err(|e| db_err(e.to_string()))?;
             let ctx = Arc::new(ComponentCtx {
                 name: name.clone(),
                 config: cc.config_strings(),
@@ -253,7 +255,7 @@ impl Host {
                 .await
                 .map_err(|e| db_err(format!("cannot list migrations: {e}")))?;
             let applied = db
-                .migrate(migrations)
+                .migrate(migrations, limits.timeout)
                 .await
                 .map_err(|e| db_err(e.to_string()))?;
             tracing::info!(

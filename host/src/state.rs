@@ -66,6 +66,14 @@ pub struct Invocation {
     pub deadline: Instant,
 }
 
+/// When the invocation's SQL statements must stop: a little before the
+/// invocation's own deadline (5 % of its time, at most 50 ms), so that a
+/// guest told `timeout` by a statement can still answer.
+fn sql_deadline(inv: &Invocation) -> Instant {
+    let margin = (inv.component.limits.timeout / 20).min(std::time::Duration::from_millis(50));
+    inv.deadline.checked_sub(margin).unwrap_or(inv.deadline)
+}
+
 /// At most this many events may be published by one invocation.
 pub const MAX_EVENTS_PER_INVOCATION: usize = 1000;
 
@@ -126,8 +134,8 @@ impl HostState {
             wasi,
             table: ResourceTable::new(),
             limiter: Limiter::new(&inv.component.limits),
+            tx: tx.map(|tx| tx.with_deadline(sql_deadline(&inv))),
             inv,
-            tx,
             outbox: Vec::new(),
             pushes: Vec::new(),
         }
@@ -140,7 +148,7 @@ impl HostState {
             let db = &self.inv.component.db;
             let wait = self.host_call_wait();
             self.tx = Some(match tokio::time::timeout(wait, db.begin()).await {
-                Ok(tx) => tx?,
+                Ok(tx) => tx?.with_deadline(sql_deadline(&self.inv)),
                 Err(_) => {
                     return Err(DbError::Unavailable(format!(
                         "the database stayed busy for {} ms",

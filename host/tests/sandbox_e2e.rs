@@ -373,3 +373,120 @@ async fn random_wit_values_from_a_guest_never_hurt_the_host() {
     assert_eq!(faulty_ok(&t, 5).await, 5);
     t.stop().await;
 }
+
+/// A query that never ends on its own: SQLite counts forever.
+const COUNT_FOREVER: &str =
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_without_end_stops_at_the_deadline_while_others_are_served() {
+    let t = std::sync::Arc::new(start(HOSTILE_LIMITS).await);
+    // Two at once: without the hand-off each would hold one of the two
+    // workers until its deadline.
+    let runaway = |t: std::sync::Arc<TestHost>| async move {
+        let started = Instant::now();
+        let answer = post(
+            &t,
+            "/hostile/sql",
+            &json!({"sql": COUNT_FOREVER, "query": true}),
+        )
+        .await;
+        (answer, started.elapsed())
+    };
+    let a = tokio::spawn(runaway(t.clone()));
+    let b = tokio::spawn(runaway(t.clone()));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut slowest = Duration::ZERO;
+    while !(a.is_finished() && b.is_finished()) {
+        let asked = Instant::now();
+        assert_eq!(get(&t, "/faulty/ok").await.0, 200);
+        slowest = slowest.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for runaway in [a, b] {
+        let ((status, body), took) = runaway.await.unwrap();
+        assert_eq!((status, variant(&body)), (503, "timeout"), "{body}");
+        // timeout_ms = 300; the rest is HTTP and the two runs sharing cores.
+        assert!(took < Duration::from_millis(300 + 150), "took {took:?}");
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "faulty took {slowest:?} beside the runaway queries"
+    );
+    let health: Value = t.json("/health").await;
+    assert_eq!(health["status"], "ok", "{health}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_values_and_files_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = format!("{HOSTILE_LIMITS}max_db_mib = 1\n");
+    let toml = config(dir.path(), &limits, GRANTS);
+    let t = TestHost::start_toml(dir, &toml).await;
+    let before = rss_mib();
+    for sql in [
+        "SELECT randomblob(1000000000)",
+        "SELECT length(zeroblob(1000000000))",
+        "SELECT length(printf('%.*c', 1000000000, 'x'))",
+    ] {
+        let (status, body) = post(&t, "/hostile/sql", &json!({"sql": sql, "query": true})).await;
+        assert_eq!(
+            (status, variant(&body)),
+            (413, "limit-exceeded"),
+            "{sql}: {body}"
+        );
+    }
+    let grown = rss_mib().saturating_sub(before);
+    assert!(grown < 200, "the host grew by {grown} MiB");
+    // 1 MiB of database: the table fills, the component is told, and the
+    // host and its neighbours go on.
+    let mut full = None;
+    for _ in 0..64 {
+        let (status, body) = post(
+            &t,
+            "/hostile/sql",
+            &json!({"sql": "INSERT INTO things(body) VALUES (hex(randomblob(16000)))"}),
+        )
+        .await;
+        if status != 200 {
+            full = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = full.expect("1 MiB never filled");
+    assert_eq!((status, variant(&body)), (413, "limit-exceeded"), "{body}");
+    assert_eq!(faulty_ok(&t, 3).await, 3);
+    let (status, _) = post(
+        &t,
+        "/hostile/sql",
+        &json!({"sql": "SELECT count(*) FROM things", "query": true}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_cannot_renumber_the_outbox() {
+    let t = start(HOSTILE_LIMITS).await;
+    for sql in [
+        "UPDATE sqlite_sequence SET seq = 0",
+        "DELETE FROM sqlite_sequence",
+        "CREATE TRIGGER renumber AFTER INSERT ON things BEGIN UPDATE sqlite_sequence SET seq = 0; END",
+    ] {
+        let (status, body) = post(&t, "/hostile/sql", &json!({"sql": sql})).await;
+        if status == 200 {
+            // Made, but what it does is checked whenever it fires.
+            let (status, body) = post(
+                &t,
+                "/hostile/sql",
+                &json!({"sql": "INSERT INTO things(body) VALUES ('x')"}),
+            )
+            .await;
+            assert_eq!((status, variant(&body)), (403, "denied"), "{sql}: {body}");
+        } else {
+            assert_eq!((status, variant(&body)), (403, "denied"), "{sql}: {body}");
+        }
+    }
+    t.stop().await;
+}

@@ -21,6 +21,7 @@ impl From<DbError> for GuestError {
             DbError::Denied(m) => GuestError::Denied(m),
             DbError::LimitExceeded(m) => GuestError::LimitExceeded(m),
             DbError::Unavailable(m) => GuestError::Unavailable(m),
+            DbError::Timeout => GuestError::Timeout,
         }
     }
 }
