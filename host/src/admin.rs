@@ -5,12 +5,15 @@
 //! - `POST /admin/components/<name>/rollback`;
 //! - `GET /admin/dead-letters[?component=<name>]` — every dead letter;
 //! - `POST /admin/dead-letters/<component>:<n>/replay` — one, once more;
-//! - `POST /admin/dead-letters/replay[?component=<name>]` — all of them.
+//! - `POST /admin/dead-letters/replay[?component=<name>]` — all of them;
+//! - `<METHOD> /admin/components/<name>/call/<path>` — the component's own
+//!   route `/<path>`, called with the operator as its caller (role
+//!   [`OPERATOR_ROLE`]): what `weft iam create-admin` uses.
 //!
-//! Every call needs a bearer token with the `admin` role (401 without a
-//! valid token, 403 without the role). The `weft` CLI mints one itself from
-//! the host's signing keys, which only someone with access to the host's
-//! data directory has.
+//! Every call needs the operator's token ([`crate::operator`]): 401
+//! without one. An application token, whatever its roles, is not one. The
+//! `weft` CLI mints one itself from the operator key in the host's data
+//! directory, which only the operator can read.
 
 use std::sync::Arc;
 
@@ -20,8 +23,10 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
+use crate::bindings::Caller;
 use crate::deadletters::{self, ReplayError};
 use crate::gateway::{error_response, json_response, unauthorized};
+use crate::operator::OPERATOR_ROLE;
 use crate::reload::{ReloadError, Swapped};
 use crate::runtime::Shared;
 
@@ -34,26 +39,22 @@ pub async fn handle(
     req: Request<Incoming>,
     rest: &str,
 ) -> Response<Full<Bytes>> {
-    let roles = match req.headers().get(hyper::header::AUTHORIZATION) {
-        None => return unauthorized("the admin API needs an admin token"),
-        Some(value) => match value
+    let verified = match req.headers().get(hyper::header::AUTHORIZATION) {
+        None => Err(crate::auth::TokenError::Malformed),
+        Some(value) => value
             .to_str()
             .map_err(|_| crate::auth::TokenError::Malformed)
-            .and_then(|v| shared.tokens.verify_bearer(v))
-        {
-            Ok(claims) => claims.roles,
-            Err(e) => {
-                tracing::info!("admin API 401: {e}");
-                return unauthorized("invalid or expired token");
-            }
-        },
+            .and_then(|v| shared.operator.verify_bearer(v)),
     };
-    if !roles.iter().any(|r| r == "admin") {
-        return error_response(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "the admin role is required",
-        );
+    if let Err(e) = verified {
+        tracing::info!("admin API 401: {e}");
+        return unauthorized("the admin API needs the operator's token (the weft CLI mints one)");
+    }
+    if let Some(call) = rest.strip_prefix("components/").and_then(|r| {
+        let (name, path) = r.split_once("/call")?;
+        (path.is_empty() || path.starts_with('/')).then(|| (name.to_owned(), path.to_owned()))
+    }) {
+        return operator_call(shared, req, call).await;
     }
     let parts: Vec<&str> = rest.trim_matches('/').split('/').collect();
     let (name, action) = match parts.as_slice() {
@@ -119,6 +120,32 @@ pub async fn handle(
             error_response(status, code, &e.to_string())
         }
     }
+}
+
+/// `/admin/components/<name>/call/<path>`: the component's `/<path>` with
+/// the operator as caller.
+async fn operator_call(
+    shared: &Arc<Shared>,
+    req: Request<Incoming>,
+    (name, path): (String, String),
+) -> Response<Full<Bytes>> {
+    let Some(component) = shared.components.get(&name) else {
+        return error_response(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            &format!("no component `{name}`"),
+        );
+    };
+    let caller = Caller {
+        user_id: "weft-operator".into(),
+        org_id: String::new(),
+        roles: vec![OPERATOR_ROLE.into()],
+    };
+    let path = if path.is_empty() { "/".into() } else { path };
+    let correlation = uuid::Uuid::new_v4().to_string();
+    tracing::info!(component = %name, %path, method = %req.method(), "operator call");
+    let max = shared.max_body_bytes.min(component.limits().max_body_bytes);
+    crate::gateway::invoke_as(component, req, path, &correlation, Some(caller), max).await
 }
 
 fn swapped_json(s: &Swapped) -> serde_json::Value {

@@ -37,6 +37,9 @@ pub enum AuthError {
     /// A token could not be signed.
     #[error("cannot sign a token: {0}")]
     Sign(String),
+    /// A role reserved for the host (`weft:…`) was asked for.
+    #[error("role `{0}` is reserved for the host and never issued")]
+    ReservedRole(String),
 }
 
 /// Why a token was refused. The gateway answers every one with the same
@@ -106,7 +109,7 @@ fn keys_err(path: &Path) -> impl FnOnce(String) -> AuthError + '_ {
 }
 
 /// The key id of a public key: the first 16 hex digits of its sha256.
-fn kid_of(public: &[u8; 32]) -> String {
+pub(crate) fn kid_of(public: &[u8; 32]) -> String {
     hex::encode(&Sha256::digest(public)[..8])
 }
 
@@ -124,10 +127,33 @@ pub fn generate_key(dir: &Path) -> Result<String, AuthError> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let path = dir.join(format!("ed25519-{nanos:024}-{kid}.pem"));
-    let tmp = path.with_extension("tmp");
-    write_private(&tmp, pem.as_bytes()).map_err(|e| keys_err(&tmp)(e.to_string()))?;
-    std::fs::rename(&tmp, &path).map_err(|e| keys_err(&path)(e.to_string()))?;
+    write_key_file(&path, pem.as_bytes())?;
     Ok(kid)
+}
+
+/// Writes a private key file (0600) by atomic rename, creating its folder.
+pub(crate) fn write_key_file(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| keys_err(dir)(e.to_string()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    write_private(&tmp, bytes).map_err(|e| keys_err(&tmp)(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| keys_err(path)(e.to_string()))
+}
+
+/// The token of an `Authorization: Bearer <token>` header value.
+pub(crate) fn bearer_token(header: &str) -> Result<&str, TokenError> {
+    header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenError::Malformed)
+}
+
+fn is_reserved(role: &str) -> bool {
+    let prefix = crate::operator::RESERVED_ROLE_PREFIX;
+    role.len() >= prefix.len() && role[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -170,10 +196,7 @@ impl TokenService {
     /// Loads the keys in the configured folder, creating the first key when
     /// there is none.
     pub fn load(config: &AuthConfig, data_dir: &Path) -> Result<TokenService, AuthError> {
-        let dir = config
-            .keys_dir
-            .clone()
-            .unwrap_or_else(|| data_dir.join("keys"));
+        let dir = config.keys_dir(data_dir);
         let mut files = key_files(&dir)?;
         if files.is_empty() {
             let kid = generate_key(&dir)?;
@@ -227,6 +250,9 @@ impl TokenService {
         org_id: &str,
         roles: &[String],
     ) -> Result<IssuedToken, AuthError> {
+        if let Some(role) = roles.iter().find(|r| is_reserved(r)) {
+            return Err(AuthError::ReservedRole(role.clone()));
+        }
         let now = now_secs();
         let claims = Claims {
             sub: user_id.to_owned(),
@@ -268,20 +294,18 @@ impl TokenService {
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
-        jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        if let Some(role) = claims.roles.iter().find(|r| is_reserved(r)) {
+            return Err(TokenError::Invalid(format!("role `{role}` is reserved")));
+        }
+        Ok(claims)
     }
 
     /// Verifies an `Authorization` header value.
     pub fn verify_bearer(&self, header: &str) -> Result<Claims, TokenError> {
-        let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(TokenError::Malformed)?;
-        self.verify(token)
+        self.verify(bearer_token(header)?)
     }
 
     /// The JWK set of the verifying keys, newest first.

@@ -424,6 +424,15 @@ pub struct AuthConfig {
     pub keys_dir: Option<PathBuf>,
 }
 
+impl AuthConfig {
+    /// The keys folder: `keys_dir`, or `<data.dir>/keys`.
+    pub fn keys_dir(&self, data_dir: &Path) -> PathBuf {
+        self.keys_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("keys"))
+    }
+}
+
 impl Default for AuthConfig {
     fn default() -> Self {
         AuthConfig {

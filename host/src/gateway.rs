@@ -256,6 +256,30 @@ where
             }
         }
     };
+    invoke_as(component, req, path, correlation, caller, max).await
+}
+
+/// Runs `component` for `req` on behalf of `caller` (verified already, or
+/// the operator through the admin API), its body capped at `max` bytes.
+pub(crate) async fn invoke_as<B>(
+    component: &LoadedComponent,
+    req: Request<B>,
+    path: String,
+    correlation: &str,
+    caller: Option<Caller>,
+    max: usize,
+) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request body larger than {max} bytes"),
+        )
+    };
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, max).collect().await {
         Ok(collected) => collected.to_bytes(),

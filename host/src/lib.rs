@@ -71,6 +71,7 @@ pub mod hub;
 pub mod limits;
 pub mod loader;
 pub mod nats_server;
+pub mod operator;
 pub mod outbox;
 pub mod reload;
 pub mod runtime;

@@ -30,6 +30,12 @@ usage:
   weft dlq replay <id>|--all [--component <name>] [--config …] [--url …]
                                          deliver dead letter <id> (e.g. bpm:3), or all
                                          of them, once more; those that succeed are gone
+  weft operator token [--config …]       print an operator token for the admin API
+                                         (valid 5 minutes), e.g. for curl
+  weft iam create-admin <username> --email <email> [--org <orgId>] [--config …] [--url …]
+                                         create the admin account <username> (listed in
+                                         iam's `admins`); the password is read from
+                                         WEFT_ADMIN_PASSWORD or the first line of stdin
   weft new <name>                        create components/<name> (a handler and its
                                          tests) and wire it in; run from the
                                          project's top folder
@@ -79,6 +85,20 @@ fn main() -> anyhow::Result<()> {
             _ => bail!("usage: weft keys list|rotate [--config <runtime.toml>]"),
         }
     }
+    if command == "operator" {
+        match args.next().as_deref() {
+            Some("token") => command = "operator token".into(),
+            _ => bail!("usage: weft operator token [--config <runtime.toml>]"),
+        }
+    }
+    if command == "iam" {
+        match args.next().as_deref() {
+            Some("create-admin") => command = "iam create-admin".into(),
+            _ => {
+                bail!("usage: weft iam create-admin <username> --email <email>  (see weft --help)")
+            }
+        }
+    }
     if command == "dlq" {
         match args.next().as_deref() {
             Some(sub @ ("list" | "replay")) => command = format!("dlq {sub}"),
@@ -92,8 +112,16 @@ fn main() -> anyhow::Result<()> {
     let mut only_component = None;
     let mut placement = None;
     let mut all = false;
+    let mut email = None;
+    let mut org = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--email" if command == "iam create-admin" => {
+                email = Some(args.next().context("--email needs an address")?)
+            }
+            "--org" if command == "iam create-admin" => {
+                org = Some(args.next().context("--org needs an org id")?)
+            }
             "--url" => url = Some(args.next().context("--url needs an address")?),
             "--component" if command.starts_with("dlq") => {
                 only_component = Some(args.next().context("--component needs a name")?)
@@ -117,7 +145,10 @@ fn main() -> anyhow::Result<()> {
             }
             other
                 if !other.starts_with('-')
-                    && matches!(command.as_str(), "reload" | "rollback" | "dlq replay") =>
+                    && matches!(
+                        command.as_str(),
+                        "reload" | "rollback" | "dlq replay" | "iam create-admin"
+                    ) =>
             {
                 positional.push(other.to_owned());
             }
@@ -221,12 +252,57 @@ fn main() -> anyhow::Result<()> {
                 print_replays(&answer)
             }
         }
+        "operator token" => {
+            let operator = weft_host::operator::OperatorKey::load_or_create(
+                &config.auth.keys_dir(&config.data.dir),
+                &config.auth.issuer,
+            )?;
+            println!("{}", operator.mint()?);
+            Ok(())
+        }
+        "iam create-admin" => {
+            let ([username], Some(email)) = (positional.as_slice(), email) else {
+                bail!("usage: weft iam create-admin <username> --email <email> [--org <orgId>]");
+            };
+            let password = match std::env::var("WEFT_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => {
+                    eprintln!("password for {username} (one line on stdin):");
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("cannot read the password from stdin")?;
+                    line.trim_end_matches(['\r', '\n']).to_owned()
+                }
+            };
+            let mut body = serde_json::json!({
+                "username": username, "email": email, "password": password,
+            });
+            if let Some(org) = org {
+                body["orgId"] = org.into();
+            }
+            let answer = admin(
+                &config,
+                url,
+                Method::POST,
+                "/admin/components/iam/call/admins",
+                body.to_string().into_bytes(),
+            )?;
+            println!(
+                "admin {} created: id {}, org {}",
+                answer["username"].as_str().unwrap_or("?"),
+                answer["id"].as_str().unwrap_or("?"),
+                answer["orgId"].as_str().unwrap_or("?"),
+            );
+            Ok(())
+        }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     }
 }
 
 /// Calls the running host's admin API (at `url`, default the configured
-/// address) with an admin token minted from the host's signing keys.
+/// address) with an operator token minted from the operator key in the
+/// data directory.
 fn admin(
     config: &Config,
     url: Option<String>,
@@ -235,13 +311,16 @@ fn admin(
     body: Vec<u8>,
 ) -> anyhow::Result<serde_json::Value> {
     let base = url.unwrap_or_else(|| format!("http://{}", config.http.addr));
-    let tokens = weft_host::auth::TokenService::load(&config.auth, &config.data.dir)?;
-    let token = tokens.issue("weft-cli", "weft", &["admin".to_owned()])?;
+    let operator = weft_host::operator::OperatorKey::load_or_create(
+        &config.auth.keys_dir(&config.data.dir),
+        &config.auth.issuer,
+    )?;
+    let token = operator.mint()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
-        .block_on(admin_call(&base, method, path, body, &token.access_token))
+        .block_on(admin_call(&base, method, path, body, &token))
 }
 
 /// Calls the running host's admin API; its JSON answer, or why not.
@@ -269,7 +348,14 @@ async fn admin_call(
         .uri(path)
         .header(hyper::header::HOST, authority.as_str())
         .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(hyper::header::CONTENT_TYPE, "application/wasm")
+        .header(
+            hyper::header::CONTENT_TYPE,
+            if path.ends_with("/reload") {
+                "application/wasm"
+            } else {
+                "application/json"
+            },
+        )
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     let response = sender.send_request(request).await?;
     let status = response.status();

@@ -128,6 +128,8 @@ pub struct Shared {
     pub websockets: HashMap<String, Arc<LoadedComponent>>,
     /// Verifies bearer tokens at the gateway.
     pub tokens: Arc<TokenService>,
+    /// Verifies the operator's tokens at the admin API.
+    pub operator: crate::operator::OperatorKey,
     /// The bus.
     pub bus: Arc<dyn Bus>,
     /// Largest request body accepted.
@@ -208,6 +210,11 @@ impl Host {
             TokenService::load(&config.auth, &config.data.dir)
                 .map_err(|e| StartError::Setup(e.to_string()))?,
         );
+        let operator = crate::operator::OperatorKey::load_or_create(
+            &config.auth.keys_dir(&config.data.dir),
+            &config.auth.issuer,
+        )
+        .map_err(|e| StartError::Setup(e.to_string()))?;
         let loader = Loader::new(engine.clone(), config.data.dir.join("cache"))?;
 
         let mut components = BTreeMap::new();
@@ -307,6 +314,7 @@ impl Host {
             websockets,
             bus,
             tokens,
+            operator,
             max_body_bytes: config.http.max_body_bytes,
             busy: AtomicUsize::new(0),
             loader,

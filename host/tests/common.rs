@@ -381,6 +381,18 @@ impl TestHost {
         Ok(body["accessToken"].as_str().unwrap().to_owned())
     }
 
+    /// The operator's token for the admin API, minted from the operator
+    /// key as the `weft` CLI does.
+    pub fn operator(&self) -> String {
+        self.host
+            .as_ref()
+            .expect("host running")
+            .shared()
+            .operator
+            .mint()
+            .unwrap()
+    }
+
     /// An admin's token (alice is an admin in the test config).
     pub async fn admin(&self) -> String {
         match self.login("alice", "correct horse battery").await {

@@ -235,7 +235,7 @@ async fn a_poison_event_is_retried_with_backoff_then_kept_and_replayed_once_cure
     assert_eq!(failed(), 3, "delivered again after becoming a dead letter");
 
     // The admin API lists it, with its attempts and last error.
-    let admin = t.admin().await;
+    let admin = t.operator();
     let (status, list) = t.get("/admin/dead-letters", &admin).await;
     assert_eq!(status, 200, "{list}");
     let list = list.as_array().unwrap().clone();
@@ -282,7 +282,7 @@ async fn a_poison_event_is_retried_with_backoff_then_kept_and_replayed_once_cure
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dead_letter_api_wants_an_admin_and_known_ids() {
+async fn the_dead_letter_api_wants_the_operator_and_known_ids() {
     let dir = tempfile::tempdir().unwrap();
     let toml = config(dir.path(), "");
     let t = TestHost::start_toml(dir, &toml).await;
@@ -293,10 +293,26 @@ async fn the_dead_letter_api_wants_an_admin_and_known_ids() {
         .await
         .unwrap();
     assert_eq!(anyone.status(), 401);
+    // No application token opens it: not a user's, not an app admin's.
     let (_, user) = t.user("dora").await;
     let (status, _) = t.get("/admin/dead-letters", &user).await;
-    assert_eq!(status, 403);
-    let admin = t.admin().await;
+    assert_eq!(status, 401);
+    let app_admin = t
+        .host
+        .as_ref()
+        .unwrap()
+        .shared()
+        .tokens
+        .issue("ops", "o", &["user".into(), "admin".into()])
+        .unwrap()
+        .access_token;
+    for path in ["/admin/dead-letters", "/admin/dead-letters/replay"] {
+        let (status, _) = t.get(path, &app_admin).await;
+        assert_eq!(status, 401, "{path}");
+        let (status, _) = t.post(path, &app_admin, &json!({})).await;
+        assert_eq!(status, 401, "{path}");
+    }
+    let admin = t.operator();
     for (path, want) in [
         ("/admin/dead-letters/nope:1/replay", 404),
         ("/admin/dead-letters/sink:x/replay", 404),

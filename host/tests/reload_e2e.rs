@@ -275,7 +275,9 @@ async fn rollback_returns_to_the_previous_version() {
 async fn the_admin_api_and_the_cli_reload_and_roll_back() {
     let t = start(false).await;
     let tokens = host(&t).shared().tokens.clone();
-    let admin = tokens
+    let admin = t.operator();
+    // An application admin is not the operator.
+    let app_admin = tokens
         .issue("ops", "o", &["admin".into()])
         .unwrap()
         .access_token;
@@ -307,13 +309,15 @@ async fn the_admin_api_and_the_cli_reload_and_roll_back() {
             .status(),
         401
     );
-    assert_eq!(
-        post(reload, Some(&user), v2.clone())
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
+    for token in [&user, &app_admin] {
+        for path in [reload, "/admin/components/faulty/rollback"] {
+            assert_eq!(
+                post(path, Some(token), v2.clone()).await.unwrap().status(),
+                401,
+                "{path}"
+            );
+        }
+    }
     let r = post("/admin/components/nobody/reload", Some(&admin), v2.clone())
         .await
         .unwrap();

@@ -490,3 +490,53 @@ async fn guests_cannot_renumber_the_outbox() {
     }
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_a_guest_mints_never_opens_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config(
+        dir.path(),
+        HOSTILE_LIMITS,
+        &format!("{GRANTS}issue_tokens = true\n"),
+    );
+    let t = TestHost::start_toml(dir, &toml).await;
+    // The operator role is the host's: never issued.
+    let (status, body) = post(
+        &t,
+        "/hostile/issue-token",
+        &json!({"roles": ["weft:operator"]}),
+    )
+    .await;
+    assert_eq!((status, variant(&body)), (403, "denied"), "{body}");
+    let (status, body) = post(&t, "/hostile/issue-token", &json!({"roles": ["admin"]})).await;
+    assert_eq!(status, 200, "{body}");
+    let minted = body["accessToken"].as_str().unwrap().to_owned();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    for (method, path) in [
+        ("POST", "/admin/components/hostile/reload"),
+        ("POST", "/admin/components/faulty/rollback"),
+        ("GET", "/admin/dead-letters"),
+        ("POST", "/admin/dead-letters/replay"),
+        ("POST", "/admin/components/hostile/call/ok"),
+    ] {
+        let r = client
+            .request(method.parse().unwrap(), t.url(path))
+            .bearer_auth(&minted)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{method} {path}");
+    }
+    // The operator's own token does open it.
+    let r = client
+        .get(t.url("/admin/dead-letters"))
+        .bearer_auth(t.operator())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    t.stop().await;
+}

@@ -152,7 +152,12 @@ fn route(request: &Request) -> Result<Response, Response> {
             Ok(http::json(200, &json!({"reply": reply})))
         }
         ("POST", "/issue-token") => {
-            let token = auth::issue_token("u1", "o1", &["admin".to_string()]).map_err(failure)?;
+            // Roles from the body (any JSON object; default `admin`).
+            let roles: Vec<String> = serde_json::from_slice::<serde_json::Value>(&request.body)
+                .ok()
+                .and_then(|body| serde_json::from_value(body["roles"].clone()).ok())
+                .unwrap_or_else(|| vec!["admin".to_string()]);
+            let token = auth::issue_token("u1", "o1", &roles).map_err(failure)?;
             Ok(http::json(200, &auth::TokenResponse::from(&token)))
         }
         ("POST", "/push") => {

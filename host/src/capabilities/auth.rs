@@ -39,7 +39,10 @@ impl Host for HostState {
                 token_type: "Bearer".into(),
                 expires_in: t.expires_in,
             })
-            .map_err(|e| GuestError::Unavailable(e.to_string())))
+            .map_err(|e| match e {
+                crate::auth::AuthError::ReservedRole(_) => GuestError::Denied(e.to_string()),
+                other => GuestError::Unavailable(other.to_string()),
+            }))
     }
 
     async fn jwks(&mut self) -> wasmtime::Result<String> {
