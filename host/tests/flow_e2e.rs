@@ -323,12 +323,12 @@ async fn tampered_tokens_get_401_at_the_gateway() {
         .clone();
 
     // The host's own key, to forge otherwise-valid tokens with bad claims.
+    // (The operator key lives in a folder of its own beside them.)
     let key_file = std::fs::read_dir(t.dir.path().join("keys"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+        .map(|entry| entry.unwrap().path())
+        .find(|path| path.extension().is_some_and(|x| x == "pem"))
+        .unwrap();
     let host_key =
         jsonwebtoken::EncodingKey::from_ed_pem(&std::fs::read(key_file).unwrap()).unwrap();
     let sign_eddsa = |claims: &Value| {
