@@ -144,7 +144,7 @@ async fn operator_call(
     let path = if path.is_empty() { "/".into() } else { path };
     let correlation = uuid::Uuid::new_v4().to_string();
     tracing::info!(component = %name, %path, method = %req.method(), "operator call");
-    let max = shared.max_body_bytes.min(component.limits().max_body_bytes);
+    let max = crate::gateway::body_cap(shared, component);
     crate::gateway::invoke_as(component, req, path, &correlation, Some(caller), max).await
 }
 

@@ -151,6 +151,29 @@ pub(crate) fn bearer_token(header: &str) -> Result<&str, TokenError> {
         .ok_or(TokenError::Malformed)
 }
 
+/// The `kid` of a token whose header pins EdDSA; any other algorithm is
+/// refused before a key is looked at.
+pub(crate) fn eddsa_kid(token: &str) -> Result<Option<String>, TokenError> {
+    let header =
+        jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+    if header.alg != Algorithm::EdDSA {
+        return Err(TokenError::Invalid(format!(
+            "algorithm {:?} is not accepted",
+            header.alg
+        )));
+    }
+    Ok(header.kid)
+}
+
+/// EdDSA validation of `exp`, `nbf` (with [`LEEWAY_SECS`]) and `iss`.
+pub(crate) fn eddsa_validation(issuer: &str) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[issuer]);
+    validation
+}
+
 fn is_reserved(role: &str) -> bool {
     let prefix = crate::operator::RESERVED_ROLE_PREFIX;
     role.len() >= prefix.len() && role[..prefix.len()].eq_ignore_ascii_case(prefix)
@@ -185,7 +208,7 @@ pub fn key_files(dir: &Path) -> Result<Vec<PathBuf>, AuthError> {
     Ok(files)
 }
 
-fn now_secs() -> u64 {
+pub(crate) fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -276,23 +299,11 @@ impl TokenService {
     /// Verifies a raw token: algorithm pinned to EdDSA, a known `kid`,
     /// signature, `exp`, `nbf`, `iss`.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        if header.alg != Algorithm::EdDSA {
-            return Err(TokenError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
-        }
-        let key = header
-            .kid
+        let key = eddsa_kid(token)?
             .as_deref()
             .and_then(|kid| self.verifying.get(kid))
             .ok_or(TokenError::UnknownKey)?;
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
+        let mut validation = eddsa_validation(&self.issuer);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub"]);
         let claims = jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation)
             .map(|data| data.claims)

@@ -20,8 +20,9 @@
 //! fsync, runs on a thread of its own per database.
 //!
 //! Guests run under an authorizer: they cannot touch host tables (`_weft_*`)
-//! or `sqlite_sequence` (which numbers the outbox), write the schema table,
-//! attach other files, run pragmas, or end the host's transaction. And under
+//! or `sqlite_sequence` (which numbers the outbox), attach other files, run
+//! pragmas (so SQLite itself refuses direct writes to the schema table), or
+//! end the host's transaction. And under
 //! bounds ([`GuestBounds`]): every guest statement stops at its
 //! invocation's deadline (a progress handler), SQLite's own limits cap what
 //! one statement may allocate, and `max_page_count` caps the file. A guest
@@ -133,7 +134,7 @@ impl Worker {
     /// before the write rather than left to `max_page_count`: SQLite's
     /// `SQLITE_FULL` rolls back the whole transaction (every member of the
     /// group with it), a refusal here only this statement.
-    fn check_room(&mut self) -> Result<(), DbError> {
+    fn check_room(&self) -> Result<(), DbError> {
         if self.room_pages == i64::MAX {
             return Ok(());
         }
@@ -161,7 +162,7 @@ impl Worker {
 
     /// Runs `f` on host statements: the authorizer is off, and the cached
     /// statements carry the host prefix.
-    fn host<R>(&mut self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
+    fn host<R>(&self, f: impl FnOnce(&HostSql<'_>) -> R) -> R {
         self.guest_mode.store(false, Ordering::Relaxed);
         let r = f(&HostSql {
             conn: &self.conn,
@@ -173,13 +174,13 @@ impl Worker {
 }
 
 /// What the progress handler knows of the guest statement that runs: its
-/// deadline and since when it runs. Times are nanoseconds since `base`;
-/// a deadline of 0 means a host statement, never stopped.
+/// deadline, and when it last handed its worker on. Times are nanoseconds
+/// since `base`; a deadline of 0 means a host statement, never stopped.
 struct Watch {
     base: Instant,
     deadline: AtomicU64,
-    started: AtomicU64,
-    /// When the statement last handed its worker's other tasks on.
+    /// When the statement started or last handed its worker's other tasks
+    /// on.
     handed_off: AtomicU64,
 }
 
@@ -199,7 +200,6 @@ impl Watch {
         Watch {
             base: Instant::now(),
             deadline: AtomicU64::new(0),
-            started: AtomicU64::new(0),
             handed_off: AtomicU64::new(0),
         }
     }
@@ -210,9 +210,8 @@ impl Watch {
 
     /// Arms the handler for a guest statement that must end by `deadline`.
     fn arm(&self, deadline: Instant) {
-        let now = self.nanos(Instant::now());
-        self.started.store(now, Ordering::Relaxed);
-        self.handed_off.store(now, Ordering::Relaxed);
+        self.handed_off
+            .store(self.nanos(Instant::now()), Ordering::Relaxed);
         self.deadline
             .store(self.nanos(deadline).max(1), Ordering::Relaxed);
     }
@@ -950,10 +949,7 @@ impl Tx {
     /// statement journal, makes SQLite roll back the whole transaction: the
     /// group's other members then hear so at once, and nothing more runs
     /// in what would now be autocommit mode.
-    async fn guest<R>(
-        &self,
-        f: impl FnOnce(&mut Worker) -> Result<R, DbError>,
-    ) -> Result<R, DbError> {
+    async fn guest<R>(&self, f: impl FnOnce(&Worker) -> Result<R, DbError>) -> Result<R, DbError> {
         let deadline = self
             .deadline
             .unwrap_or_else(|| Instant::now() + UNBOUNDED_STATEMENT);
@@ -978,19 +974,15 @@ impl Tx {
     /// Runs a statement that returns no rows; the number of rows changed.
     pub async fn execute(&self, sql: String, params: Vec<Value>) -> Result<u64, DbError> {
         self.guest(move |w| {
-            let readonly = {
-                let stmt = w.conn.prepare_cached(&sql)?;
-                if stmt.readonly() && stmt.column_count() > 0 {
-                    return Err(DbError::Invalid(
-                        "execute is for statements without rows; use query".into(),
-                    ));
-                }
-                stmt.readonly()
-            };
-            if !readonly {
+            let mut stmt = w.conn.prepare_cached(&sql)?;
+            if stmt.readonly() && stmt.column_count() > 0 {
+                return Err(DbError::Invalid(
+                    "execute is for statements without rows; use query".into(),
+                ));
+            }
+            if !stmt.readonly() {
                 w.check_room()?;
             }
-            let mut stmt = w.conn.prepare_cached(&sql)?;
             let n = stmt.execute(rusqlite::params_from_iter(params.iter()))?;
             Ok(n as u64)
         })
@@ -1002,9 +994,7 @@ impl Tx {
         self.guest(move |w| {
             let mut stmt = w.conn.prepare_cached(&sql)?;
             if !stmt.readonly() {
-                drop(stmt);
                 w.check_room()?;
-                stmt = w.conn.prepare_cached(&sql)?;
             }
             collect_rows(&mut stmt, &params)
         })

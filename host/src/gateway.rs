@@ -214,7 +214,7 @@ where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let max = shared.max_body_bytes.min(component.limits().max_body_bytes);
+    let max = body_cap(shared, component);
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -257,6 +257,11 @@ where
         }
     };
     invoke_as(component, req, path, correlation, caller, max).await
+}
+
+/// The largest body `component` gets: the gateway's cap or its own.
+pub(crate) fn body_cap(shared: &Shared, component: &LoadedComponent) -> usize {
+    shared.max_body_bytes.min(component.limits().max_body_bytes)
 }
 
 /// Runs `component` for `req` on behalf of `caller` (verified already, or

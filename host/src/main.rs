@@ -253,11 +253,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         "operator token" => {
-            let operator = weft_host::operator::OperatorKey::load_or_create(
-                &config.auth.keys_dir(&config.data.dir),
-                &config.auth.issuer,
-            )?;
-            println!("{}", operator.mint()?);
+            println!("{}", operator_key(&config)?.mint()?);
             Ok(())
         }
         "iam create-admin" => {
@@ -311,16 +307,20 @@ fn admin(
     body: Vec<u8>,
 ) -> anyhow::Result<serde_json::Value> {
     let base = url.unwrap_or_else(|| format!("http://{}", config.http.addr));
-    let operator = weft_host::operator::OperatorKey::load_or_create(
-        &config.auth.keys_dir(&config.data.dir),
-        &config.auth.issuer,
-    )?;
-    let token = operator.mint()?;
+    let token = operator_key(config)?.mint()?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?
         .block_on(admin_call(&base, method, path, body, &token))
+}
+
+/// The operator key of the host `config` describes (created if missing).
+fn operator_key(config: &Config) -> anyhow::Result<weft_host::operator::OperatorKey> {
+    Ok(weft_host::operator::OperatorKey::load_or_create(
+        &config.auth.keys_dir(&config.data.dir),
+        &config.auth.issuer,
+    )?)
 }
 
 /// Calls the running host's admin API; its JSON answer, or why not.

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::SigningKey;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{AuthError, TokenError, LEEWAY_SECS};
+use crate::auth::{AuthError, TokenError};
 
 /// The audience of operator tokens.
 pub const AUDIENCE: &str = "weft-operator";
@@ -95,7 +95,7 @@ impl OperatorKey {
 
     /// A fresh operator token.
     pub fn mint(&self) -> Result<String, AuthError> {
-        let now = crate::time::unix_secs().max(0) as u64;
+        let now = crate::auth::now_secs();
         let claims = OperatorClaims {
             sub: "operator".into(),
             aud: AUDIENCE.into(),
@@ -114,21 +114,10 @@ impl OperatorKey {
     /// EdDSA, this key's `kid` and signature, audience, issuer, time.
     pub fn verify_bearer(&self, header: &str) -> Result<(), TokenError> {
         let token = crate::auth::bearer_token(header)?;
-        let head =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        if head.alg != Algorithm::EdDSA {
-            return Err(TokenError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                head.alg
-            )));
-        }
-        if head.kid.as_deref() != Some(self.kid.as_str()) {
+        if crate::auth::eddsa_kid(token)?.as_deref() != Some(self.kid.as_str()) {
             return Err(TokenError::UnknownKey);
         }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[&self.issuer]);
+        let mut validation = crate::auth::eddsa_validation(&self.issuer);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "sub", "aud"]);
         jsonwebtoken::decode::<OperatorClaims>(token, &self.verifying, &validation)
