@@ -144,8 +144,7 @@ async fn operator_call(
     let path = if path.is_empty() { "/".into() } else { path };
     let correlation = uuid::Uuid::new_v4().to_string();
     tracing::info!(component = %name, %path, method = %req.method(), "operator call");
-    let max = crate::gateway::body_cap(shared, component);
-    crate::gateway::invoke_as(component, req, path, &correlation, Some(caller), max).await
+    crate::gateway::invoke_as(shared, component, req, path, &correlation, Some(caller)).await
 }
 
 fn swapped_json(s: &Swapped) -> serde_json::Value {

@@ -116,7 +116,7 @@ pub(crate) fn kid_of(public: &[u8; 32]) -> String {
 /// Creates a new signing key in `dir` and returns its kid. The file name
 /// starts with the time, so the newest key sorts last.
 pub fn generate_key(dir: &Path) -> Result<String, AuthError> {
-    std::fs::create_dir_all(dir).map_err(|e| keys_err(dir)(e.to_string()))?;
+    crate::private::create_dir(dir).map_err(|e| keys_err(dir)(e.to_string()))?;
     let key = SigningKey::generate(&mut rand_core::OsRng);
     let kid = kid_of(key.verifying_key().as_bytes());
     let pem = key
@@ -133,12 +133,7 @@ pub fn generate_key(dir: &Path) -> Result<String, AuthError> {
 
 /// Writes a private key file (0600) by atomic rename, creating its folder.
 pub(crate) fn write_key_file(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| keys_err(dir)(e.to_string()))?;
-    }
-    let tmp = path.with_extension("tmp");
-    write_private(&tmp, bytes).map_err(|e| keys_err(&tmp)(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| keys_err(path)(e.to_string()))
+    crate::private::write_file(path, bytes).map_err(|e| keys_err(path)(e.to_string()))
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -177,19 +172,6 @@ pub(crate) fn eddsa_validation(issuer: &str) -> Validation {
 fn is_reserved(role: &str) -> bool {
     let prefix = crate::operator::RESERVED_ROLE_PREFIX;
     role.len() >= prefix.len() && role[..prefix.len()].eq_ignore_ascii_case(prefix)
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 /// The key files in `dir`, oldest first.

@@ -85,9 +85,39 @@ pub struct HttpConfig {
     /// Request bodies above this many bytes are refused with 413.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
-    /// Open connections at most; more wait in the kernel's backlog.
+    /// Open connections at most (WebSockets included); more wait in the
+    /// kernel's backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections from one client address at most; one more is
+    /// answered 429 and closed at once, so one address cannot take every
+    /// slot. At most `max_connections`.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    /// A request's head (request line and headers) must arrive within this
+    /// many milliseconds of the first byte, and a kept-alive connection
+    /// that sends no next request within it is closed (hyper starts the
+    /// same timer while it waits for the next request).
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A request's whole body must arrive within this many milliseconds
+    /// once its head has, else 408.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// A request head larger than this many bytes gets 431. At least 8192.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Open WebSockets of one user (across the host's endpoints) at most;
+    /// one more is refused with 429 before the upgrade.
+    #[serde(default = "default_max_websockets_per_user")]
+    pub max_websockets_per_user: usize,
+    /// The host pings each WebSocket this often (seconds).
+    #[serde(default = "default_websocket_ping_secs")]
+    pub websocket_ping_secs: u64,
+    /// A WebSocket from which nothing (not even a pong) arrives for this
+    /// many seconds is closed. More than `websocket_ping_secs`.
+    #[serde(default = "default_websocket_idle_secs")]
+    pub websocket_idle_secs: u64,
 }
 
 impl Default for HttpConfig {
@@ -97,9 +127,58 @@ impl Default for HttpConfig {
             addr: default_addr(),
             max_body_bytes: default_max_body(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            header_timeout_ms: default_header_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_header_bytes: default_max_header_bytes(),
+            max_websockets_per_user: default_max_websockets_per_user(),
+            websocket_ping_secs: default_websocket_ping_secs(),
+            websocket_idle_secs: default_websocket_idle_secs(),
         }
     }
 }
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let h = self;
+        let zero = [
+            ("max_connections", h.max_connections as u64),
+            (
+                "max_connections_per_client",
+                h.max_connections_per_client as u64,
+            ),
+            ("header_timeout_ms", h.header_timeout_ms),
+            ("body_timeout_ms", h.body_timeout_ms),
+            ("max_websockets_per_user", h.max_websockets_per_user as u64),
+            ("websocket_ping_secs", h.websocket_ping_secs),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, v)| *v == 0) {
+            return Err(ConfigError::Invalid(format!("http.{key} must be > 0")));
+        }
+        if h.max_connections_per_client > h.max_connections {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_connections_per_client = {} is above http.max_connections = {}",
+                h.max_connections_per_client, h.max_connections
+            )));
+        }
+        if h.max_header_bytes < MIN_HEADER_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "http.max_header_bytes = {}: at least {MIN_HEADER_BYTES}",
+                h.max_header_bytes
+            )));
+        }
+        if h.websocket_idle_secs <= h.websocket_ping_secs {
+            return Err(ConfigError::Invalid(format!(
+                "http.websocket_idle_secs = {} must be more than http.websocket_ping_secs = {}",
+                h.websocket_idle_secs, h.websocket_ping_secs
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// hyper's smallest read buffer: a smaller header cap could not be kept.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// `[data]`
 #[derive(Debug, Clone, Deserialize)]
@@ -666,6 +745,27 @@ fn default_max_body() -> usize {
 fn default_max_connections() -> usize {
     1024
 }
+fn default_max_connections_per_client() -> usize {
+    256
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_max_websockets_per_user() -> usize {
+    16
+}
+fn default_websocket_ping_secs() -> u64 {
+    30
+}
+fn default_websocket_idle_secs() -> u64 {
+    75
+}
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".weft")
 }
@@ -819,6 +919,7 @@ impl Config {
                 "http.max_body_bytes must be > 0".into(),
             ));
         }
+        self.http.validate()?;
         Ok(())
     }
 

@@ -391,9 +391,11 @@ impl Database {
     /// Opens (creating if needed) the database at `path` in WAL mode.
     pub fn open(path: &Path, synchronous: Synchronous) -> Result<Database, DbError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::private::create_dir(dir)
                 .map_err(|e| DbError::Unavailable(format!("{}: {e}", dir.display())))?;
         }
+        crate::private::create_file(path)
+            .map_err(|e| DbError::Unavailable(format!("{}: {e}", path.display())))?;
         let mut conn = Connection::open(path)?;
         let sync = match synchronous {
             Synchronous::Normal => "NORMAL",

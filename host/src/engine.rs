@@ -196,8 +196,6 @@ fn write_cache(component: &Component, dir: &Path, file: &Path) -> std::io::Resul
     let bytes = component
         .serialize()
         .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, file)
+    crate::private::create_dir(dir)?;
+    crate::private::write_file(file, &bytes)
 }

@@ -14,10 +14,11 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use crate::bindings::{Caller, HttpRequest};
 use crate::component::{InvokeError, LoadedComponent};
+use crate::conns::Slots;
 use crate::health;
 use crate::runtime::{Shared, DRAIN_TIMEOUT};
 
@@ -27,23 +28,34 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 type Body = Full<Bytes>;
 
 /// Accepts connections until `stop` turns true, then lets open ones finish.
+/// Sheds slow and greedy clients as `[http]` says: a cap on connections in
+/// all and per client address, a time limit for each request's head (and
+/// for the wait for the next one), a cap on the head's size.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    max_connections: usize,
+    http: crate::config::HttpConfig,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut open = tokio::task::JoinSet::new();
-    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
+    let slots = Slots::new(http.max_connections, http.max_connections_per_client);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(http.header_timeout_ms))
+        .max_header_size(http.max_header_bytes)
+        // The read buffer holds a request's head while it arrives: capped
+        // at the head's cap, a stream of header bytes costs no more.
+        .max_buf_size(http.max_header_bytes.max(crate::config::MIN_HEADER_BYTES));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
+        let Some(permit) = slots.free().await else {
             break;
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = stop.wait_for(|stop| *stop) => break,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of file descriptors and the like: back off, go on.
@@ -52,15 +64,23 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(slot) = slots.take(permit, peer.ip()) else {
+            // Not worth a task: the answer fits the socket's send buffer.
+            let _ = stream.try_write(&crate::conns::TOO_MANY_FROM_CLIENT);
+            tracing::debug!(client = %peer.ip(), "connection refused: too many from this address");
+            continue;
+        };
+        let slot = Arc::new(slot);
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        let service = service_fn(move |req| {
+        let held = slot.clone();
+        let service = service_fn(move |mut req: Request<Incoming>| {
             let shared = shared.clone();
+            // A WebSocket keeps its connection's slot (see `websocket`).
+            req.extensions_mut().insert(held.clone());
             async move { Ok::<_, Infallible>(handle(&shared, req).await) }
         });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
+        let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut stopping = stop.clone();
@@ -256,7 +276,7 @@ where
             }
         }
     };
-    invoke_as(component, req, path, correlation, caller, max).await
+    invoke_as(shared, component, req, path, correlation, caller).await
 }
 
 /// The largest body `component` gets: the gateway's cap or its own.
@@ -265,19 +285,21 @@ pub(crate) fn body_cap(shared: &Shared, component: &LoadedComponent) -> usize {
 }
 
 /// Runs `component` for `req` on behalf of `caller` (verified already, or
-/// the operator through the admin API), its body capped at `max` bytes.
+/// the operator through the admin API), its body capped in size
+/// ([`body_cap`]) and in time (`http.body_timeout_ms`).
 pub(crate) async fn invoke_as<B>(
+    shared: &Shared,
     component: &LoadedComponent,
     req: Request<B>,
     path: String,
     correlation: &str,
     caller: Option<Caller>,
-    max: usize,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let max = body_cap(shared, component);
     let too_large = || {
         error_response(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -286,7 +308,18 @@ where
         )
     };
     let (parts, body) = req.into_parts();
-    let body = match Limited::new(body, max).collect().await {
+    let collected = tokio::time::timeout(shared.body_timeout, Limited::new(body, max).collect());
+    let Ok(collected) = collected.await else {
+        return error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            &format!(
+                "the request body did not arrive within {} ms",
+                shared.body_timeout.as_millis()
+            ),
+        );
+    };
+    let body = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -33,15 +33,21 @@ impl Hub {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Adds a socket for `user`; returns its id and the queue it reads.
-    pub fn register(&self, user: &str) -> (u64, mpsc::Receiver<String>) {
+    /// Adds a socket for `user` unless `user` has `max` open already;
+    /// returns its id and the queue it reads.
+    pub fn register(&self, user: &str, max: usize) -> Option<(u64, mpsc::Receiver<String>)> {
+        let mut clients = self.clients();
+        let list = clients.entry(user.to_owned()).or_default();
+        // Sockets whose task is gone but that no push has found yet do not
+        // count against the user.
+        list.retain(|c| !c.queue.is_closed());
+        if list.len() >= max {
+            return None;
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (queue, rx) = mpsc::channel(SOCKET_QUEUE);
-        self.clients()
-            .entry(user.to_owned())
-            .or_default()
-            .push(Client { id, queue });
-        (id, rx)
+        list.push(Client { id, queue });
+        Some((id, rx))
     }
 
     /// Removes a socket.
@@ -93,24 +99,41 @@ impl Hub {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn pushes_reach_every_socket_of_that_user_only() {
+    #[test]
+    fn a_user_holds_at_most_max_sockets_and_a_closed_one_frees_its_place(
+    ) -> Result<(), &'static str> {
         let hub = Hub::default();
-        let (_, mut a1) = hub.register("a");
-        let (_, mut a2) = hub.register("a");
-        let (_, mut b) = hub.register("b");
+        let (_, first) = hub.register("a", 2).ok_or("first")?;
+        let (_, _second) = hub.register("a", 2).ok_or("second")?;
+        assert!(hub.register("a", 2).is_none());
+        assert!(
+            hub.register("b", 2).is_some(),
+            "another user is not held back"
+        );
+        drop(first);
+        assert!(hub.register("a", 2).is_some());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pushes_reach_every_socket_of_that_user_only() -> Result<(), &'static str> {
+        let hub = Hub::default();
+        let (_, mut a1) = hub.register("a", 16).ok_or("full")?;
+        let (_, mut a2) = hub.register("a", 16).ok_or("full")?;
+        let (_, mut b) = hub.register("b", 16).ok_or("full")?;
         assert_eq!(hub.push("a", "hi"), 2);
         assert_eq!(a1.recv().await.as_deref(), Some("hi"));
         assert_eq!(a2.recv().await.as_deref(), Some("hi"));
         assert!(b.try_recv().is_err());
         assert_eq!(hub.push("nobody", "x"), 0);
+        Ok(())
     }
 
     #[tokio::test]
-    async fn a_stuck_or_gone_client_is_dropped() {
+    async fn a_stuck_or_gone_client_is_dropped() -> Result<(), &'static str> {
         let hub = Hub::default();
-        let (_, stuck) = hub.register("a");
-        let (gone_id, gone) = hub.register("a");
+        let (_, stuck) = hub.register("a", 16).ok_or("full")?;
+        let (gone_id, gone) = hub.register("a", 16).ok_or("full")?;
         drop(gone);
         for _ in 0..SOCKET_QUEUE {
             hub.push("a", "m");
@@ -120,5 +143,6 @@ mod tests {
         assert_eq!(hub.connections(), 0);
         hub.unregister("a", gone_id);
         drop(stuck);
+        Ok(())
     }
 }

@@ -134,6 +134,10 @@ pub struct Shared {
     pub bus: Arc<dyn Bus>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a request's body may take to arrive.
+    pub body_timeout: Duration,
+    /// The caps and timers of WebSockets.
+    pub websockets_limits: crate::websocket::Limits,
     /// Event and message invocations running now.
     pub busy: AtomicUsize,
     /// Compiles and links new versions of components (reloads).
@@ -193,6 +197,9 @@ impl Host {
             fakes,
         } = options;
         let started = Instant::now();
+        crate::private::create_dir(&config.data.dir).map_err(|e| {
+            StartError::Setup(format!("data directory {}: {e}", config.data.dir.display()))
+        })?;
         let engine = engine::build_engine(sandbox).map_err(|e| StartError::Setup(e.to_string()))?;
         let ticker = sandbox
             .epoch_interruption
@@ -316,6 +323,8 @@ impl Host {
             tokens,
             operator,
             max_body_bytes: config.http.max_body_bytes,
+            body_timeout: Duration::from_millis(config.http.body_timeout_ms),
+            websockets_limits: crate::websocket::Limits::of(&config.http),
             busy: AtomicUsize::new(0),
             loader,
         });
@@ -396,7 +405,7 @@ impl Host {
             let task = tokio::spawn(gateway::serve(
                 listener,
                 shared.clone(),
-                config.http.max_connections,
+                config.http.clone(),
                 stop_rx,
             ));
             (Some(addr), Some(task))

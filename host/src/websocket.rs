@@ -4,6 +4,7 @@
 //! component's [`Hub`](crate::hub::Hub) under the caller's user id.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -15,16 +16,40 @@ use hyper::header::{
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::component::LoadedComponent;
+use crate::conns::Slot;
 use crate::gateway::{error_response, unauthorized};
 use crate::runtime::Shared;
 
 /// Largest frame a client may send (clients only need pings and closes).
 const MAX_CLIENT_FRAME: usize = 64 << 10;
+
+/// The caps and timers of WebSockets (`[http]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Open sockets of one user on one endpoint at most.
+    pub max_per_user: usize,
+    /// How often the host pings each socket.
+    pub ping: Duration,
+    /// A socket that sends nothing for this long is closed.
+    pub idle: Duration,
+}
+
+impl Limits {
+    /// The limits `[http]` sets.
+    pub fn of(http: &crate::config::HttpConfig) -> Limits {
+        Limits {
+            max_per_user: http.max_websockets_per_user,
+            ping: Duration::from_secs(http.websocket_ping_secs),
+            idle: Duration::from_secs(http.websocket_idle_secs),
+        }
+    }
+}
 
 fn query_token(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|pair| {
@@ -108,15 +133,41 @@ pub fn upgrade(
             "not a WebSocket handshake",
         );
     }
+    let limits = shared.websockets_limits;
+    let hub = component.ctx.hub.clone();
+    // Taken before the 101, so that the user's sockets never exceed the cap
+    // even for a moment.
+    let Some((id, queue)) = hub.register(&claims.sub, limits.max_per_user) else {
+        tracing::info!(
+            component = component.name(),
+            user = %claims.sub,
+            "WebSocket refused: the user has {} open", limits.max_per_user
+        );
+        let mut response = error_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            &format!(
+                "at most {} open WebSockets per user; close one first",
+                limits.max_per_user
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
     let accept = derive_accept_key(key.as_bytes());
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let hub = component.ctx.hub.clone();
+    // The connection's slot stays taken while the socket lives.
+    let slot = req.extensions().get::<Arc<Slot>>().cloned();
     let name = component.name().to_owned();
     tokio::spawn(async move {
+        let _slot = slot;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 tracing::info!(component = %name, "WebSocket upgrade failed: {e}");
+                hub.unregister(&claims.sub, id);
                 return;
             }
         };
@@ -126,7 +177,9 @@ pub fn upgrade(
         let socket =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        serve_socket(socket, &hub, &claims.sub).await;
+        let expires = Duration::from_secs(claims.exp.saturating_sub(crate::auth::now_secs()));
+        serve_socket(socket, queue, limits, expires).await;
+        hub.unregister(&claims.sub, id);
     });
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -139,14 +192,31 @@ pub fn upgrade(
     response
 }
 
-/// Forwards the hub's messages for `user` to the socket until either side
-/// ends; then leaves the hub.
-async fn serve_socket<S>(socket: WebSocketStream<S>, hub: &crate::hub::Hub, user: &str)
-where
+/// Why the host closed a socket, as its close frame says.
+fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+/// Forwards the hub's messages from `queue` to the socket until either side
+/// ends, the client falls silent for `limits.idle` (it is pinged every
+/// `limits.ping`), or its token expires after `expires`.
+async fn serve_socket<S>(
+    socket: WebSocketStream<S>,
+    mut queue: tokio::sync::mpsc::Receiver<String>,
+    limits: Limits,
+    expires: Duration,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let (id, mut queue) = hub.register(user);
     let (mut sink, mut stream) = socket.split();
+    let expiry = tokio::time::sleep(expires);
+    tokio::pin!(expiry);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
             message = queue.recv() => match message {
@@ -157,18 +227,30 @@ where
                 }
                 // Dropped by the hub (stuck, or shutdown): say goodbye.
                 None => {
-                    let _ = sink.send(Message::Close(None)).await;
+                    let _ = sink.send(close(CloseCode::Away, "closing")).await;
                     break;
                 }
             },
             incoming = stream.next() => match incoming {
                 // Pings are answered by tungstenite while reading.
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => heard = tokio::time::Instant::now(),
             },
+            _ = ping.tick() => {
+                if heard.elapsed() >= limits.idle {
+                    let _ = sink.send(close(CloseCode::Away, "idle")).await;
+                    break;
+                }
+                if sink.send(Message::Ping(Bytes::new())).await.is_err() {
+                    break;
+                }
+            }
+            () = &mut expiry => {
+                let _ = sink.send(close(CloseCode::Policy, "token expired")).await;
+                break;
+            }
         }
     }
-    hub.unregister(user, id);
 }
 
 #[cfg(test)]
