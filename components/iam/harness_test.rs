@@ -183,18 +183,148 @@ async fn register_stores_a_hash_never_the_password() {
     }
 }
 
-#[tokio::test]
-async fn register_with_an_org_id_joins_that_org() {
-    let t = component().start().await.unwrap();
-    let body = json!({"username": "ada", "email": "ada@example.com", "password": PASSWORD,
-                      "orgId": "org:acme-1"});
-    let (status, user) = t.send_json("POST", "/register", None, Some(&body)).await;
-    assert_eq!(status, 201, "{user}");
-    assert_eq!(user["orgId"], "org:acme-1");
-    assert_eq!(t.published()[0].data["orgId"], "org:acme-1");
+/// An invitation into the org of `token`'s caller, optionally for
+/// `email`: status and body.
+async fn invite(t: &ComponentTest, token: &str, email: Option<&str>) -> (StatusCode, Value) {
+    let body = match email {
+        Some(email) => json!({"email": email}),
+        None => json!({}),
+    };
+    t.send_json("POST", "/invitations", Some(token), Some(&body))
+        .await
+}
 
+/// Registers `username` into `org` with `invitation`: status and body.
+async fn join(
+    t: &ComponentTest,
+    username: &str,
+    org: &Value,
+    invitation: &Value,
+) -> (StatusCode, Value) {
+    let body = json!({"username": username, "email": format!("{username}@example.com"),
+                      "password": PASSWORD, "orgId": org, "invitation": invitation});
+    t.send_json("POST", "/register", None, Some(&body)).await
+}
+
+#[tokio::test]
+async fn joining_an_org_needs_an_invitation_of_that_org() {
+    let t = component().start().await.unwrap();
+    let ada = register(&t, "ada").await;
+    let org = &ada["orgId"];
+    // Knowing the org id is not enough, nor is a made-up code.
+    let body = json!({"username": "eve", "email": "eve@example.com", "password": PASSWORD,
+                      "orgId": org});
+    let (status, answer) = t.send_json("POST", "/register", None, Some(&body)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(error_code(&answer), "forbidden");
+    let (status, _) = join(&t, "eve", org, &json!("0".repeat(64))).await;
+    assert_eq!(status, 403);
+
+    let ada_token = token_of(&t, "ada", PASSWORD).await;
+    let (status, invitation) = invite(&t, &ada_token, None).await;
+    assert_eq!(status, 201, "{invitation}");
+    assert_eq!(invitation["orgId"], *org);
+    let code = &invitation["code"];
+    assert_eq!(code.as_str().unwrap().len(), 64, "{invitation}");
+    // Seven days by default, on the fake clock.
+    assert_eq!(invitation["expiresAt"], "2026-01-08T00:00:00Z");
+    // Only its hash is kept.
+    let stored = t.rows("SELECT code_hash FROM invitations").await.unwrap();
+    assert_ne!(stored.rows[0][0], Sql::Text(code.as_str().unwrap().into()));
+
+    // A code of this org does not open another.
+    let bob = register(&t, "bob").await;
+    let (status, _) = join(&t, "eve", &bob["orgId"], code).await;
+    assert_eq!(status, 403);
+
+    let (status, eve) = join(&t, "eve", org, code).await;
+    assert_eq!(status, 201, "{eve}");
+    assert_eq!(eve["orgId"], *org);
+    let eve_token = token_of(&t, "eve", PASSWORD).await;
+    assert_eq!(claims(&eve_token)["org"], *org);
+    // A member who joined is no org_admin and cannot invite.
+    assert_eq!(claims(&eve_token)["roles"], json!(["user"]));
+    let (status, answer) = invite(&t, &eve_token, None).await;
+    assert_eq!(status, 403, "{answer}");
+
+    // Single use.
+    let (status, _) = join(&t, "mallory", org, code).await;
+    assert_eq!(status, 403);
+    assert_eq!(count_users(&t).await, 3);
+}
+
+#[tokio::test]
+async fn an_invitation_expires_and_may_name_its_email() {
+    let t = component()
+        .with(|c| c.config_value("invitation_ttl_secs", 3600))
+        .start()
+        .await
+        .unwrap();
+    let ada = register(&t, "ada").await;
+    let org = &ada["orgId"];
     let token = token_of(&t, "ada", PASSWORD).await;
-    assert_eq!(claims(&token)["org"], "org:acme-1");
+
+    let (status, for_eve) = invite(&t, &token, Some("Eve@Example.com")).await;
+    assert_eq!(status, 201, "{for_eve}");
+    assert_eq!(for_eve["expiresAt"], "2026-01-01T01:00:00Z");
+    // Another email cannot use it; the named one can, in any case.
+    let (status, _) = join(&t, "mallory", org, &for_eve["code"]).await;
+    assert_eq!(status, 403);
+    let (status, eve) = join(&t, "eve", org, &for_eve["code"]).await;
+    assert_eq!(status, 201, "{eve}");
+
+    let (_, late) = invite(&t, &token, None).await;
+    t.advance(Duration::from_secs(3601));
+    let (status, _) = join(&t, "frank", org, &late["code"]).await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn a_failed_registration_keeps_the_invitation_unspent() {
+    let t = component().start().await.unwrap();
+    let ada = register(&t, "ada").await;
+    let token = token_of(&t, "ada", PASSWORD).await;
+    let (_, invitation) = invite(&t, &token, None).await;
+    // Taken username: 409, and the code still works afterwards.
+    let (status, _) = join(&t, "ada", &ada["orgId"], &invitation["code"]).await;
+    assert_eq!(status, 409);
+    let (status, answer) = join(&t, "eve", &ada["orgId"], &invitation["code"]).await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[tokio::test]
+async fn invitations_need_a_caller_and_good_input() {
+    let t = component().start().await.unwrap();
+    let (status, _) = t
+        .send_json("POST", "/invitations", None, Some(&json!({})))
+        .await;
+    assert_eq!(status, 401);
+    // An admin of the application may invite (into their own org).
+    let admin = t.token("root", "o1", &["user", "admin"]);
+    let (status, invitation) = invite(&t, &admin, None).await;
+    assert_eq!(status, 201, "{invitation}");
+    assert_eq!(invitation["orgId"], "o1");
+    for body in [
+        json!({"email": "nope"}),
+        json!({"email": 5}),
+        json!({"role": "admin"}),
+    ] {
+        let (status, answer) = t
+            .send_json("POST", "/invitations", Some(&admin), Some(&body))
+            .await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
+    // An invitation without an orgId, or an absurd code, is bad input.
+    let cases = [
+        json!({"username": "eve", "email": "eve@example.com", "password": PASSWORD,
+               "invitation": invitation["code"]}),
+        json!({"username": "eve", "email": "eve@example.com", "password": PASSWORD,
+               "orgId": "o1", "invitation": "x".repeat(129)}),
+    ];
+    for body in cases {
+        let (status, answer) = t.send_json("POST", "/register", None, Some(&body)).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+    }
 }
 
 #[tokio::test]
@@ -338,13 +468,18 @@ async fn register_rejects_an_empty_or_malformed_body() {
 #[tokio::test]
 async fn register_accepts_the_limits_of_each_rule() {
     let t = component().start().await.unwrap();
+    // The longest org id, joined by an invitation of its admin.
+    let long_org = "o".repeat(64);
+    let admin = t.token("root", &long_org, &["user", "org_admin"]);
+    let (status, invitation) = invite(&t, &admin, None).await;
+    assert_eq!(status, 201, "{invitation}");
     let cases = [
         // Passwords count characters, not bytes: 8 two-byte characters.
         json!({"username": "abc", "email": "a@b.co", "password": "é".repeat(8)}),
         json!({"username": "a".repeat(32), "email": "ada+tag@mail.example.com",
                "password": "a".repeat(1024)}),
         json!({"username": "A_b.c-9", "email": "x_y@1.example.org", "password": "12345678",
-               "orgId": "o".repeat(64)}),
+               "orgId": long_org, "invitation": invitation["code"]}),
     ];
     for body in &cases {
         let (status, user) = t.send_json("POST", "/register", None, Some(body)).await;
@@ -451,7 +586,8 @@ async fn login_answers_a_bearer_token_for_the_user() {
     let claims = claims(token);
     assert_eq!(claims["sub"], user["id"]);
     assert_eq!(claims["org"], user["orgId"]);
-    assert_eq!(claims["roles"], json!(["user"]));
+    // The founder of a new org is its org_admin.
+    assert_eq!(claims["roles"], json!(["user", "org_admin"]));
     assert_eq!(claims["iss"], "weft");
     assert_eq!(
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
@@ -546,39 +682,100 @@ async fn login_must_name_exactly_one_user() {
 
 // --- roles ------------------------------------------------------------
 
+/// Creates listed admin `username` as the operator; the 201 body.
+async fn create_admin(t: &ComponentTest, username: &str) -> Value {
+    let body = registration(username, &format!("{username}@example.com"));
+    let (status, user) = t.operator_send_json("POST", "/admins", Some(&body)).await;
+    assert_eq!(status, 201, "{user}");
+    user
+}
+
 #[tokio::test]
-async fn usernames_listed_in_config_admins_get_the_admin_role() {
+async fn a_listed_admin_name_cannot_be_registered_only_created_by_the_operator() {
     let t = component()
         .with(|c| c.config_value("admins", vec!["alice"]))
         .start()
         .await
         .unwrap();
-    register(&t, "alice").await;
-    register(&t, "bob").await;
+    // Squatting, in any case, is refused and leaves no account.
+    for name in ["alice", "ALICE", "Alice"] {
+        let body = registration(name, &format!("{name}@squat.example"));
+        let (status, answer) = t.send_json("POST", "/register", None, Some(&body)).await;
+        assert_eq!(status, 403, "{name}: {answer}");
+        assert_eq!(error_code(&answer), "forbidden", "{answer}");
+    }
+    assert_eq!(count_users(&t).await, 0);
 
+    create_admin(&t, "alice").await;
+    register(&t, "bob").await;
     let alice = token_of(&t, "alice", PASSWORD).await;
-    assert_eq!(claims(&alice)["roles"], json!(["user", "admin"]));
+    assert_eq!(
+        claims(&alice)["roles"],
+        json!(["user", "org_admin", "admin"])
+    );
     let bob = token_of(&t, "bob", PASSWORD).await;
-    assert_eq!(claims(&bob)["roles"], json!(["user"]));
+    assert_eq!(claims(&bob)["roles"], json!(["user", "org_admin"]));
 
     let (status, me) = t.get_json("/me", Some(&alice)).await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!(me["roles"], json!(["user", "admin"]));
+    assert_eq!(me["roles"], json!(["user", "org_admin", "admin"]));
+    // Created once: the name is taken now.
+    let again = registration("alice", "other@example.com");
+    let (status, _) = t.operator_send_json("POST", "/admins", Some(&again)).await;
+    assert_eq!(status, 409);
 }
 
 #[tokio::test]
-async fn admins_may_be_a_comma_separated_string_matched_ignoring_case() {
+async fn only_the_operator_creates_admins_and_only_listed_ones() {
+    let t = component()
+        .with(|c| c.config_value("admins", vec!["alice"]))
+        .start()
+        .await
+        .unwrap();
+    let body = registration("alice", "alice@example.com");
+    // An application admin, an anonymous caller: neither is the operator.
+    let app_admin = t.token("u1", "o1", &["user", "admin"]);
+    let (status, answer) = t
+        .send_json("POST", "/admins", Some(&app_admin), Some(&body))
+        .await;
+    assert_eq!(status, 403, "{answer}");
+    let (status, _) = t.send_json("POST", "/admins", None, Some(&body)).await;
+    assert_eq!(status, 401);
+    // The operator, for a name not listed.
+    let unlisted = registration("mallory", "mallory@example.com");
+    let (status, answer) = t
+        .operator_send_json("POST", "/admins", Some(&unlisted))
+        .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(error_code(&answer), "not_listed");
+    // Bad fields are 400 for the operator too.
+    let bad = json!({"username": "alice", "email": "nope", "password": PASSWORD});
+    let (status, _) = t.operator_send_json("POST", "/admins", Some(&bad)).await;
+    assert_eq!(status, 400);
+    assert_eq!(count_users(&t).await, 0);
+}
+
+#[tokio::test]
+async fn a_stored_admin_role_without_the_listing_gives_nothing() {
     let t = component()
         .with(|c| c.config_value("admins", "carol, ALICE"))
         .start()
         .await
         .unwrap();
-    register(&t, "alice").await;
-    register(&t, "alicia").await;
+    create_admin(&t, "alice").await;
     let alice = token_of(&t, "alice", PASSWORD).await;
-    assert_eq!(claims(&alice)["roles"], json!(["user", "admin"]));
-    let alicia = token_of(&t, "alicia", PASSWORD).await;
-    assert_eq!(claims(&alicia)["roles"], json!(["user"]));
+    assert_eq!(
+        claims(&alice)["roles"],
+        json!(["user", "org_admin", "admin"])
+    );
+    // A row that says admin (a restored backup, a stray edit) for a name
+    // the config does not list: no admin.
+    register(&t, "bob").await;
+    t.rows(r#"UPDATE users SET roles = '["user","admin"]' WHERE username = 'bob'"#)
+        .await
+        .unwrap();
+    let bob = token_of(&t, "bob", PASSWORD).await;
+    assert_eq!(claims(&bob)["roles"], json!(["user"]));
 }
 
 #[tokio::test]
@@ -598,15 +795,7 @@ async fn admins_that_are_not_usernames_make_nobody_admin() {
         .await;
     assert_eq!(user.0, 201, "{}", user.1);
     let token = token_of(&t, "123", PASSWORD).await;
-    assert_eq!(claims(&token)["roles"], json!(["user"]));
-}
-
-#[tokio::test]
-async fn without_admins_config_everyone_is_just_a_user() {
-    let t = component().start().await.unwrap();
-    register(&t, "alice").await;
-    let token = token_of(&t, "alice", PASSWORD).await;
-    assert_eq!(claims(&token)["roles"], json!(["user"]));
+    assert_eq!(claims(&token)["roles"], json!(["user", "org_admin"]));
 }
 
 // --- me ---------------------------------------------------------------
@@ -622,7 +811,7 @@ async fn me_answers_the_callers_profile_without_the_hash() {
     assert_eq!(
         me,
         json!({"id": user["id"], "username": "ada", "email": "ada@example.com",
-               "orgId": user["orgId"], "roles": ["user"], "createdAt": "2026-01-01T00:00:00Z"})
+               "orgId": user["orgId"], "roles": ["user", "org_admin"], "createdAt": "2026-01-01T00:00:00Z"})
     );
     assert!(!me.to_string().contains("argon2"), "{me}");
 }
@@ -866,7 +1055,7 @@ async fn jwks_publishes_the_key_that_verifies_login_tokens() {
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_issuer(&["weft"]);
     let verified = jsonwebtoken::decode::<Value>(&token, &key, &validation).unwrap();
-    assert_eq!(verified.claims["roles"], json!(["user"]));
+    assert_eq!(verified.claims["roles"], json!(["user", "org_admin"]));
 }
 
 #[tokio::test]

@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
             ComponentConfig::from_file(built("iam")?)
                 .publish(["user.registered", "user.password_changed"])
                 .issue_tokens()
-                .config_value("admins", vec!["ada".to_string()]),
+                .config_value("invitation_ttl_secs", 86_400),
         )
         .component(
             "bpm",

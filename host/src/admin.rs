@@ -123,12 +123,17 @@ pub async fn handle(
 }
 
 /// `/admin/components/<name>/call/<path>`: the component's `/<path>` with
-/// the operator as caller.
-async fn operator_call(
-    shared: &Arc<Shared>,
-    req: Request<Incoming>,
+/// the operator as caller. The harness calls it too
+/// ([`crate::testing::ComponentTest::operator_send_json`]).
+pub(crate) async fn operator_call<B>(
+    shared: &Shared,
+    req: Request<B>,
     (name, path): (String, String),
-) -> Response<Full<Bytes>> {
+) -> Response<Full<Bytes>>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let Some(component) = shared.components.get(&name) else {
         return error_response(
             StatusCode::NOT_FOUND,

@@ -362,8 +362,9 @@ async fn admin_call(
     let text = response.into_body().collect().await?.to_bytes();
     let answer: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
     if !status.is_success() {
+        let code = answer["error"]["code"].as_str().unwrap_or("no_code");
         let message = answer["error"]["message"].as_str().unwrap_or("no message");
-        bail!("{status}: {message}");
+        bail!("{status} {code}: {message}");
     }
     Ok(answer)
 }

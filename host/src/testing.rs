@@ -317,6 +317,35 @@ impl ComponentTest {
         )
     }
 
+    /// `method` `path` with a JSON `body`, called as the host's operator
+    /// (caller role `weft:operator`), as `weft` does through
+    /// `/admin/components/<name>/call/<path>`: status and JSON body.
+    pub async fn operator_send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let request = match request.body(http_body_util::Full::new(body)) {
+            Ok(r) => r,
+            Err(e) => return (StatusCode::BAD_REQUEST, Value::String(e.to_string())),
+        };
+        let target = (self.name.clone(), path.to_owned());
+        let response = crate::admin::operator_call(self.host().shared(), request, target).await;
+        self.relayed().await;
+        let status = response.status();
+        let body = match http_body_util::BodyExt::collect(response.into_body()).await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
     /// A valid access token for a caller, signed by the test host.
     pub fn token(&self, user_id: &str, org_id: &str, roles: &[&str]) -> String {
         let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();

@@ -393,12 +393,38 @@ impl TestHost {
             .unwrap()
     }
 
-    /// An admin's token (alice is an admin in the test config).
+    /// An application token signed by the host's own key, as IAM's would
+    /// be, for `user` of `org` with `roles`.
+    pub fn app_token(&self, user: &str, org: &str, roles: &[&str]) -> String {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        self.host
+            .as_ref()
+            .expect("host running")
+            .shared()
+            .tokens
+            .issue(user, org, &roles)
+            .unwrap()
+            .access_token
+    }
+
+    /// An admin's token: alice is listed in the test config, and the
+    /// operator creates her account the first time, as `weft iam
+    /// create-admin` does.
     pub async fn admin(&self) -> String {
-        match self.login("alice", "correct horse battery").await {
-            Ok(token) => token,
-            Err(_) => self.user("alice").await.1,
+        let password = "correct horse battery";
+        if let Ok(token) = self.login("alice", password).await {
+            return token;
         }
+        let r = self
+            .client
+            .post(self.url("/admin/components/iam/call/admins"))
+            .bearer_auth(self.operator())
+            .json(&serde_json::json!({"username": "alice", "email": "alice@example.com", "password": password}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "create-admin alice");
+        self.login("alice", password).await.expect("login failed")
     }
 
     /// GET without a token, as JSON (health endpoints, echo, notes).

@@ -297,15 +297,7 @@ async fn the_dead_letter_api_wants_the_operator_and_known_ids() {
     let (_, user) = t.user("dora").await;
     let (status, _) = t.get("/admin/dead-letters", &user).await;
     assert_eq!(status, 401);
-    let app_admin = t
-        .host
-        .as_ref()
-        .unwrap()
-        .shared()
-        .tokens
-        .issue("ops", "o", &["user".into(), "admin".into()])
-        .unwrap()
-        .access_token;
+    let app_admin = t.app_token("ops", "o", &["user", "admin"]);
     for path in ["/admin/dead-letters", "/admin/dead-letters/replay"] {
         let (status, _) = t.get(path, &app_admin).await;
         assert_eq!(status, 401, "{path}");

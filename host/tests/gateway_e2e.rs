@@ -154,6 +154,111 @@ async fn a_taken_username_or_email_is_a_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_admin_name_is_the_operators_to_create_with_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = common::test_config(dir.path());
+    let t = TestHost::start_toml(dir, &toml).await;
+    // A stranger who registers the listed name first gets nothing.
+    let r = t
+        .client
+        .post(t.url("/iam/register"))
+        .json(&register_body("Alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let err: Value = r.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "forbidden");
+    // An application admin reaches neither IAM's route nor the admin API.
+    let app_admin = t.app_token("u1", "o1", &["user", "admin"]);
+    let body = json!({"username": "alice", "email": "alice@example.com", "password": "longenough"});
+    let (status, _) = t.post("/iam/admins", &app_admin, &body).await;
+    assert_eq!(status, 403);
+    let (status, _) = t
+        .post("/admin/components/iam/call/admins", &app_admin, &body)
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(t.login("alice", "longenough").await, Err(401));
+
+    let file = t.dir.path().join("runtime.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let create = |name: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_weft"))
+            .args(["iam", "create-admin", name, "--email"])
+            .arg(format!("{name}@example.com"))
+            .args(["--config", file.to_str().unwrap(), "--url", &t.base])
+            .env("WEFT_ADMIN_PASSWORD", "correct horse battery")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = create("alice");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("admin alice created: id "), "{out}");
+    let token = t.login("alice", "correct horse battery").await.unwrap();
+    let (_, me) = t.get("/iam/me", &token).await;
+    assert_eq!(me["roles"], json!(["user", "org_admin", "admin"]), "{me}");
+    // Once only; and only listed names.
+    let (ok, _, err) = create("alice");
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, _, err) = create("mallory");
+    assert!(!ok && err.contains("not_listed"), "{err}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_an_org_takes_an_invitation_that_is_spent_once() {
+    let t = TestHost::start().await;
+    let (_, ada) = t.user("ada").await;
+    let (_, me) = t.get("/iam/me", &ada).await;
+    let org = me["orgId"].clone();
+    assert_eq!(me["roles"], json!(["user", "org_admin"]), "{me}");
+    let join = |name: &str, invitation: Option<&Value>| {
+        let mut body = register_body(name);
+        body["orgId"] = org.clone();
+        if let Some(code) = invitation {
+            body["invitation"] = code.clone();
+        }
+        t.client.post(t.url("/iam/register")).json(&body).send()
+    };
+    // Knowing the org id is no longer enough.
+    let r = join("eve", None).await.unwrap();
+    assert_eq!(r.status(), 403);
+
+    let (status, invitation) = t.post("/iam/invitations", &ada, &json!({})).await;
+    assert_eq!(status, 201, "{invitation}");
+    // Eight registrations race for one code: exactly one gets in.
+    let names: Vec<String> = (0..8).map(|i| format!("racer{i}")).collect();
+    let answers = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| join(name, Some(&invitation["code"]))),
+    )
+    .await;
+    let mut joined = Vec::new();
+    for (name, answer) in names.iter().zip(answers) {
+        match answer.unwrap().status().as_u16() {
+            201 => joined.push(name.clone()),
+            403 => {}
+            other => panic!("{name}: {other}"),
+        }
+    }
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    let token = t.login(&joined[0], "correct horse battery").await.unwrap();
+    let (_, member) = t.get("/iam/me", &token).await;
+    assert_eq!(member["orgId"], org);
+    assert_eq!(member["roles"], json!(["user"]));
+    // A member is no org_admin: no invitations from them.
+    let (status, _) = t.post("/iam/invitations", &token, &json!({})).await;
+    assert_eq!(status, 403);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trapping_or_looping_component_gets_500_and_the_host_goes_on() {
     let t = TestHost::start().await;
     let r = t.client.get(t.url("/faulty/trap")).send().await.unwrap();

@@ -6,10 +6,16 @@
 //! - `GET /me` (auth) → 200 the caller's profile.
 //! - `PUT /password` (auth) → 204; emits `user.password_changed`.
 //! - `GET /.well-known/jwks.json` → 200 the JWK set that verifies tokens.
+//! - `POST /invitations` (auth, `org_admin` or `admin`) → 201 a code to join
+//!   the caller's org.
+//! - `POST /admins` (the operator only) → 201 an administrator's account.
 //!
-//! Config: `admins`, the usernames that also get role `admin`.
+//! Config: `admins`, the usernames reserved for administrators (see
+//! `roles`); `invitation_ttl_secs` (default 7 days).
 
+mod admins;
 mod change_password;
+mod invitations;
 mod login;
 mod password;
 mod profile;
@@ -41,6 +47,8 @@ impl Guest for Iam {
             Route::Me => profile::handle(&request),
             Route::Password => change_password::handle(&request),
             Route::Jwks => Ok(jwks()),
+            Route::Invitations => invitations::handle(&request),
+            Route::Admins => admins::handle(&request),
             Route::MethodNotAllowed(allowed) => Ok(http::method_not_allowed(allowed)),
             Route::NotFound => Ok(http::not_found()),
         };
@@ -68,6 +76,8 @@ enum Route {
     Me,
     Password,
     Jwks,
+    Invitations,
+    Admins,
     MethodNotAllowed(&'static [&'static str]),
     NotFound,
 }
@@ -81,7 +91,11 @@ fn resolve(method: &str, path: &str) -> Route {
         ("GET", "/me") => Route::Me,
         ("PUT", "/password") => Route::Password,
         ("GET", JWKS_PATH) => Route::Jwks,
-        (_, "/register" | "/login") => Route::MethodNotAllowed(&["POST"]),
+        ("POST", "/invitations") => Route::Invitations,
+        ("POST", "/admins") => Route::Admins,
+        (_, "/register" | "/login" | "/invitations" | "/admins") => {
+            Route::MethodNotAllowed(&["POST"])
+        }
         (_, "/me" | JWKS_PATH) => Route::MethodNotAllowed(&["GET"]),
         (_, "/password") => Route::MethodNotAllowed(&["PUT"]),
         _ => Route::NotFound,
@@ -113,6 +127,12 @@ mod tests {
         assert_eq!(resolve("GET", "/me"), Route::Me);
         assert_eq!(resolve("PUT", "/password"), Route::Password);
         assert_eq!(resolve("GET", "/.well-known/jwks.json"), Route::Jwks);
+        assert_eq!(resolve("POST", "/invitations"), Route::Invitations);
+        assert_eq!(resolve("POST", "/admins"), Route::Admins);
+        assert_eq!(
+            resolve("GET", "/admins"),
+            Route::MethodNotAllowed(&["POST"])
+        );
         assert_eq!(resolve("GET", "/login"), Route::MethodNotAllowed(&["POST"]));
         assert_eq!(
             resolve("POST", "/password"),

@@ -41,7 +41,11 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
         return Err(invalid_credentials());
     };
 
-    let roles = roles::for_user(&user.username, config::get("admins").as_deref());
+    let roles = roles::for_user(
+        &user.username,
+        &user.roles,
+        config::get("admins").as_deref(),
+    );
     let token =
         auth::issue_token(&user.base.id, &user.base.owner.org_id, &roles).map_err(token_failure)?;
     log::info(&format!("user {} logged in", user.base.id));

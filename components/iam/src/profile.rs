@@ -61,6 +61,7 @@ mod tests {
             username: "ada".into(),
             email: "ada@example.com".into(),
             password_hash: "$argon2id$secret".into(),
+            roles: vec!["user".into()],
         };
         let roles = vec!["user".to_string()];
         let value = serde_json::to_value(profile(&user, &roles)).expect("serialises");

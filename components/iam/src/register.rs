@@ -4,14 +4,18 @@
 //! `{id, username, email, orgId, createdAt}`; emits `user.registered`
 //! `{userId, username, email, orgId}`. Bad input → 400 `validation_failed`
 //! naming the field; a taken username or email (case-insensitively) → 409
-//! `conflict`. Without `orgId` the user gets an organisation of their own.
+//! `conflict`. Without `orgId` the user gets an organisation of their own
+//! and is its `org_admin`; with `orgId`, `invitation` must be a code of that
+//! org, unused, unexpired and for this email if it names one, else 403
+//! `forbidden` (the code is spent in the same transaction). A username
+//! listed in config `admins` → 403: the operator creates it (`admins`).
 
 use serde::{Deserialize, Serialize};
 use weft_sdk::entity::{BaseEntity, Owner};
-use weft_sdk::{events, http, new_id, Error, Request, Response};
+use weft_sdk::{config, events, http, new_id, Error, Request, Response};
 
-use crate::password;
 use crate::users::{self, Taken, User};
+use crate::{invitations, password, roles};
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -21,6 +25,8 @@ struct RegisterRequest {
     password: String,
     #[serde(default)]
     org_id: Option<String>,
+    #[serde(default)]
+    invitation: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -45,33 +51,90 @@ struct UserRegistered<'a> {
 pub fn handle(request: &Request) -> Result<Response, Response> {
     let input: RegisterRequest = http::parse_json(request)?;
     validate(&input).map_err(|message| http::validation_failed(&message))?;
+    if roles::is_listed(&input.username, config::get("admins").as_deref()) {
+        return Err(forbidden(
+            "this username is reserved for an administrator, whom the operator creates",
+        ));
+    }
+    let (org_id, stored_roles) = match &input.org_id {
+        None => (new_id(), vec![roles::USER.into(), roles::ORG_ADMIN.into()]),
+        Some(org_id) => (org_id.clone(), vec![roles::USER.into()]),
+    };
+    let joining = input.org_id.is_some();
+    create(NewAccount {
+        username: input.username,
+        email: input.email,
+        password: &input.password,
+        org_id,
+        roles: stored_roles,
+        invitation: joining.then(|| input.invitation.unwrap_or_default()),
+    })
+}
 
+/// 403 `forbidden`.
+fn forbidden(message: &str) -> Response {
+    http::error(403, "forbidden", message)
+}
+
+/// An account to create: what [`create`] needs, from `/register` or from
+/// the operator's `POST /admins`.
+pub struct NewAccount<'a> {
+    pub username: String,
+    pub email: String,
+    pub password: &'a str,
+    pub org_id: String,
+    pub roles: Vec<String>,
+    /// The code that lets the user into `org_id`, an existing org.
+    pub invitation: Option<String>,
+}
+
+/// Creates the account and publishes `user.registered`.
+pub fn create(account: NewAccount<'_>) -> Result<Response, Response> {
     // Hash before the first storage call: the ~50 ms of Argon2 then runs
     // outside the database's writer lease, so registrations hash in
     // parallel instead of queueing behind each other.
-    let password_hash = password::hash(&input.password).map_err(http::internal)?;
+    let password_hash = password::hash(account.password).map_err(http::internal)?;
 
-    match users::taken(&input.username, &input.email)? {
+    match users::taken(&account.username, &account.email)? {
         Some(Taken::Username) => return Err(http::conflict("username is already taken")),
         Some(Taken::Email) => return Err(http::conflict("email is already registered")),
         None => {}
     }
     let id = new_id();
+    let spent = match &account.invitation {
+        Some(code) => {
+            if !invitations::spend(code, &account.org_id, &account.email, &id)? {
+                return Err(forbidden(
+                    "joining an existing organisation needs a valid, unused invitation to it",
+                ));
+            }
+            true
+        }
+        None => false,
+    };
     let owner = Owner {
         user_id: id.clone(),
-        org_id: input.org_id.unwrap_or_else(new_id),
+        org_id: account.org_id,
     };
     let user = User {
         base: BaseEntity::with_id(id, owner),
-        username: input.username,
-        email: input.email,
+        username: account.username,
+        email: account.email,
         password_hash,
+        roles: account.roles,
     };
-    users::insert(&user).map_err(|err| match err {
-        // Registered by someone else between the check and the insert.
-        Error::Conflict(_) => http::conflict("username or email is already taken"),
-        other => other.into(),
-    })?;
+    if let Err(err) = users::insert(&user) {
+        // A 4xx commits, so an invitation spent for an account that was
+        // not made is given back.
+        if spent {
+            invitations::unspend(&user.base.id)?;
+        }
+        return Err(match err {
+            // Registered by someone else between the check and the insert.
+            Error::Conflict(_) => http::conflict("username or email is already taken"),
+            other => other.into(),
+        });
+    }
 
     events::publish(
         "user.registered",
@@ -97,16 +160,38 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
 }
 
 fn validate(input: &RegisterRequest) -> Result<(), String> {
-    if !valid_username(&input.username) {
+    validate_fields(
+        &input.username,
+        &input.email,
+        &input.password,
+        input.org_id.as_deref(),
+    )?;
+    match (&input.org_id, &input.invitation) {
+        (None, Some(_)) => Err("invitation is only for joining an org: give its orgId".into()),
+        (_, Some(code)) if code.len() > 128 => {
+            Err("invitation must be the code an invitation gave".into())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The checks of an account's own fields, shared with `POST /admins`.
+pub fn validate_fields(
+    username: &str,
+    email: &str,
+    password: &str,
+    org_id: Option<&str>,
+) -> Result<(), String> {
+    if !valid_username(username) {
         return Err(
             "username must be 3 to 32 characters of letters, digits, '_', '.' or '-'".into(),
         );
     }
-    if !valid_email(&input.email) {
+    if !valid_email(email) {
         return Err("email must be a valid email address, such as ada@example.com".into());
     }
-    password::validate("password", &input.password)?;
-    if let Some(org_id) = &input.org_id {
+    password::validate("password", password)?;
+    if let Some(org_id) = org_id {
         if !valid_org_id(org_id) {
             return Err(
                 "orgId, when given, must be 1 to 64 characters of letters, digits, '_', '.', ':' or '-'"
@@ -129,7 +214,7 @@ fn valid_username(username: &str) -> bool {
 /// (dots not leading, trailing or doubled); the domain two or more labels of
 /// letters, digits and inner hyphens, each 1–63 long, the last not numeric;
 /// 254 characters at most in all.
-fn valid_email(email: &str) -> bool {
+pub fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };
@@ -173,6 +258,7 @@ mod tests {
             email: email.into(),
             password: password.into(),
             org_id: None,
+            invitation: None,
         }
     }
 

@@ -25,6 +25,13 @@ pub const MIGRATIONS: &[&str] = &[
     "CREATE UNIQUE INDEX users_username_key ON users (username COLLATE NOCASE)",
     "CREATE UNIQUE INDEX users_email_key ON users (email COLLATE NOCASE)",
     "CREATE INDEX users_org ON users (owner_org_id)",
+    // Roles are stored, never derived from the username alone.
+    r#"ALTER TABLE users ADD COLUMN roles TEXT NOT NULL DEFAULT '["user"]'"#,
+    // Accounts from before: each org's first user founded it.
+    r#"UPDATE users SET roles = '["user","org_admin"]' WHERE NOT EXISTS (
+        SELECT 1 FROM users o WHERE o.owner_org_id = users.owner_org_id
+        AND (o.created_at < users.created_at OR (o.created_at = users.created_at AND o.id < users.id)))"#,
+    crate::invitations::MIGRATION,
 ];
 
 /// A user account. `base.id` is the user id; `base.owner` is the user in
@@ -35,6 +42,8 @@ pub struct User {
     pub username: String,
     pub email: String,
     pub password_hash: String,
+    /// Stored roles (`user`, `org_admin`, `admin`); see `roles::for_user`.
+    pub roles: Vec<String>,
 }
 
 /// How a login or a token names a user.
@@ -79,11 +88,12 @@ pub fn insert(user: &User) -> Result<(), Error> {
         Value::from(&user.username),
         Value::from(&user.email),
         Value::from(&user.password_hash),
+        db::json_text(&user.roles)?,
     ]);
     db::execute(
         &format!(
-            "INSERT INTO users ({}, username, email, password_hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO users ({}, username, email, password_hash, roles)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             BaseEntity::COLUMNS
         ),
         &params,
@@ -100,7 +110,7 @@ pub fn find_live(lookup: Lookup<'_>) -> Result<Option<User>, Error> {
     };
     let rows = db::query(
         &format!(
-            "SELECT {}, username, email, password_hash FROM users
+            "SELECT {}, username, email, password_hash, roles FROM users
              WHERE {condition} AND deleted_at IS NULL",
             BaseEntity::COLUMNS
         ),
@@ -133,6 +143,8 @@ fn from_row(row: &Row<'_>) -> Result<User, Error> {
         username: row.text("username")?,
         email: row.text("email")?,
         password_hash: row.text("password_hash")?,
+        roles: serde_json::from_str(&row.text("roles")?)
+            .map_err(|err| Error::Invalid(format!("stored roles: {err}")))?,
     })
 }
 
@@ -154,9 +166,14 @@ mod tests {
             .split(',')
             .map(|column| column.trim().to_string())
             .collect();
-        columns.extend(["username", "email", "password_hash"].map(String::from));
+        columns.extend(["username", "email", "password_hash", "roles"].map(String::from));
         let mut values = base.to_values().expect("values");
-        values.extend(["ada".into(), "ada@example.com".into(), "$argon2id$x".into()]);
+        values.extend([
+            "ada".into(),
+            "ada@example.com".into(),
+            "$argon2id$x".into(),
+            r#"["user","org_admin"]"#.into(),
+        ]);
         let rows = db::Rows {
             columns,
             rows: vec![values],
@@ -169,6 +186,7 @@ mod tests {
                 username: "ada".into(),
                 email: "ada@example.com".into(),
                 password_hash: "$argon2id$x".into(),
+                roles: vec!["user".into(), "org_admin".into()],
             }
         );
     }

@@ -119,6 +119,15 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
         .collect()
 }
 
+/// The hex Blake2b-256 digest of `bytes`: for storing a secret (an
+/// invitation or refresh code) as something that cannot be used.
+pub fn digest_hex(bytes: &[u8]) -> String {
+    Blake2b256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// What a repeated key gets: the stored response when the request is the
 /// same, 409 `conflict` when it is not.
 pub fn decide(stored: &Stored, request_hash: &str) -> Response {
