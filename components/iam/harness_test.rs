@@ -575,10 +575,19 @@ async fn login_answers_a_bearer_token_for_the_user() {
     let (status, body) = login(&t, json!({"username": "ada", "password": PASSWORD})).await;
     assert_eq!(status, 200, "{body}");
     let token = body["accessToken"].as_str().unwrap();
+    let refresh = body["refreshToken"].as_str().unwrap();
     assert_eq!(
         body,
-        json!({"accessToken": token, "tokenType": "Bearer", "expiresIn": 3600})
+        json!({"accessToken": token, "tokenType": "Bearer", "expiresIn": 900,
+               "refreshToken": refresh})
     );
+    assert_eq!(refresh.len(), 64, "{refresh}");
+    // Only the refresh token's hash is kept.
+    let stored = t
+        .rows("SELECT token_hash FROM refresh_tokens")
+        .await
+        .unwrap();
+    assert_ne!(stored.rows[0][0], Sql::Text(refresh.into()));
 
     let header = jwt_part(token, 0);
     assert_eq!(header["alg"], "EdDSA");
@@ -591,8 +600,148 @@ async fn login_answers_a_bearer_token_for_the_user() {
     assert_eq!(claims["iss"], "weft");
     assert_eq!(
         claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
-        3600
+        900
     );
+    // The token belongs to the login's session.
+    let session = t.rows("SELECT id FROM sessions").await.unwrap();
+    assert_eq!(
+        Sql::Text(claims["sid"].as_str().unwrap().into()),
+        session.rows[0][0]
+    );
+}
+
+// --- sessions ---------------------------------------------------------
+
+/// Logs ada in: (access token, refresh token).
+async fn session_of(t: &ComponentTest, username: &str) -> (String, String) {
+    let (status, body) = login(t, json!({"username": username, "password": PASSWORD})).await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["accessToken"].as_str().unwrap().to_owned(),
+        body["refreshToken"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn refresh(t: &ComponentTest, refresh_token: &str) -> (StatusCode, Value) {
+    t.send_json(
+        "POST",
+        "/token/refresh",
+        None,
+        Some(&json!({"refreshToken": refresh_token})),
+    )
+    .await
+}
+
+async fn me_status(t: &ComponentTest, token: &str) -> StatusCode {
+    t.get_json("/me", Some(token)).await.0
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_rotated_and_a_reused_one_ends_the_session() {
+    let t = component().start().await.unwrap();
+    register(&t, "ada").await;
+    let (first_access, first) = session_of(&t, "ada").await;
+
+    let (status, second) = refresh(&t, &first).await;
+    assert_eq!(status, 200, "{second}");
+    let second_refresh = second["refreshToken"].as_str().unwrap();
+    assert_ne!(second_refresh, first);
+    let second_access = second["accessToken"].as_str().unwrap();
+    assert_eq!(claims(second_access)["sid"], claims(&first_access)["sid"]);
+    assert_eq!(me_status(&t, second_access).await, 200);
+    let (status, third) = refresh(&t, second_refresh).await;
+    assert_eq!(status, 200, "{third}");
+    let third_access = third["accessToken"].as_str().unwrap();
+
+    // The first one again: it leaked. The whole login ends.
+    let (status, answer) = refresh(&t, &first).await;
+    assert_eq!(status, 401, "{answer}");
+    for token in [&first_access, second_access, third_access] {
+        assert_eq!(me_status(&t, token).await, 401);
+    }
+    let (status, _) = refresh(&t, third["refreshToken"].as_str().unwrap()).await;
+    assert_eq!(status, 401);
+    // Another login is another session, untouched.
+    let (other, _) = session_of(&t, "ada").await;
+    assert_eq!(me_status(&t, &other).await, 200);
+}
+
+#[tokio::test]
+async fn logout_ends_that_session_only() {
+    let t = component().start().await.unwrap();
+    register(&t, "ada").await;
+    let (phone, phone_refresh) = session_of(&t, "ada").await;
+    let (laptop, _) = session_of(&t, "ada").await;
+    let (status, body) = t.send_json("POST", "/logout", Some(&phone), None).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(me_status(&t, &phone).await, 401);
+    assert_eq!(refresh(&t, &phone_refresh).await.0, 401);
+    assert_eq!(me_status(&t, &laptop).await, 200);
+    // Without a token, or with one of no login.
+    assert_eq!(t.send_json("POST", "/logout", None, None).await.0, 401);
+    let loose = t.token("u1", "o1", &["user"]);
+    assert_eq!(
+        t.send_json("POST", "/logout", Some(&loose), None).await.0,
+        400
+    );
+}
+
+#[tokio::test]
+async fn a_password_change_ends_every_session() {
+    let t = component().start().await.unwrap();
+    register(&t, "ada").await;
+    let (phone, _) = session_of(&t, "ada").await;
+    let (laptop, laptop_refresh) = session_of(&t, "ada").await;
+    let (status, body) = change_password(&t, Some(&phone), PASSWORD, "a brand new secret").await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(me_status(&t, &phone).await, 401);
+    assert_eq!(me_status(&t, &laptop).await, 401);
+    assert_eq!(refresh(&t, &laptop_refresh).await.0, 401);
+    // The new password starts a session that works.
+    let token = token_of(&t, "ada", "a brand new secret").await;
+    assert_eq!(me_status(&t, &token).await, 200);
+}
+
+#[tokio::test]
+async fn a_failed_password_change_ends_nothing() {
+    let t = component().start().await.unwrap();
+    register(&t, "ada").await;
+    let (token, refresh_token) = session_of(&t, "ada").await;
+    let (status, _) = change_password(&t, Some(&token), "not the password", "whatever new").await;
+    assert_eq!(status, 401);
+    assert_eq!(me_status(&t, &token).await, 200);
+    assert_eq!(refresh(&t, &refresh_token).await.0, 200);
+}
+
+#[tokio::test]
+async fn refresh_refuses_what_it_does_not_know() {
+    let t = component().start().await.unwrap();
+    for token in ["", "nope", &"0".repeat(64), &"x".repeat(4096)] {
+        assert_eq!(refresh(&t, token).await.0, 401, "{token}");
+    }
+    for body in [
+        json!({}),
+        json!({"refreshToken": 5}),
+        json!({"refreshToken": "a", "x": 1}),
+    ] {
+        let (status, _) = t
+            .send_json("POST", "/token/refresh", None, Some(&body))
+            .await;
+        assert_eq!(status, 400, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_session_expires_after_refresh_ttl() {
+    let t = component()
+        .with(|c| c.config_value("refresh_ttl_secs", 60))
+        .start()
+        .await
+        .unwrap();
+    register(&t, "ada").await;
+    let (_, refresh_token) = session_of(&t, "ada").await;
+    t.advance(Duration::from_secs(61));
+    assert_eq!(refresh(&t, &refresh_token).await.0, 401);
 }
 
 #[tokio::test]
@@ -929,14 +1078,20 @@ async fn a_password_change_rehashes_and_records_when() {
 }
 
 #[tokio::test]
-async fn tokens_issued_before_a_password_change_stay_valid() {
+async fn every_token_issued_before_a_password_change_is_refused() {
     let t = component().start().await.unwrap();
-    register(&t, "ada").await;
+    let user = register(&t, "ada").await;
+    let id = user["id"].as_str().unwrap();
     let token = token_of(&t, "ada", PASSWORD).await;
+    // A token of no session, as another granted component could mint.
+    let loose = t.token(id, user["orgId"].as_str().unwrap(), &["user"]);
     let (status, _) = change_password(&t, Some(&token), PASSWORD, "a brand new secret").await;
     assert_eq!(status, 204);
-    let (status, me) = t.get_json("/me", Some(&token)).await;
-    assert_eq!(status, 200, "{me}");
+    assert_eq!(me_status(&t, &token).await, 401);
+    assert_eq!(me_status(&t, &loose).await, 401);
+    // One issued in the same second as the change is dated after it.
+    let fresh = token_of(&t, "ada", "a brand new secret").await;
+    assert_eq!(me_status(&t, &fresh).await, 200);
 }
 
 #[tokio::test]
@@ -1089,4 +1244,101 @@ async fn jwks_needs_no_caller_and_routes_answer_405_and_404() {
         assert_eq!(status, 404, "{path}: {body}");
         assert_eq!(error_code(&body), "not_found");
     }
+}
+
+// --- login limits -----------------------------------------------------
+
+/// A login with a raw answer: status, `Retry-After`, body.
+async fn login_raw(t: &ComponentTest, username: &str, password: &str) -> (u16, Option<u32>, Value) {
+    let body = json!({"username": username, "password": password}).to_string();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/login")
+        .header("content-type", "application/json")
+        .body(Bytes::from(body))
+        .unwrap();
+    let response = t.call(request).await;
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (
+        response.status().as_u16(),
+        retry_after,
+        serde_json::from_slice(response.body()).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn an_account_guessed_at_is_locked_for_the_window_then_opens_again() {
+    let t = component().start().await.unwrap();
+    register(&t, "ada").await;
+    for _ in 0..5 {
+        assert_eq!(login_raw(&t, "ada", "not the password").await.0, 401);
+    }
+    // By username or by email: the same account.
+    for who in ["ada", "ADA@example.com"] {
+        let (status, retry_after, body) = login_raw(&t, who, "not the password").await;
+        assert_eq!(status, 429, "{body}");
+        assert_eq!(error_code(&body), "too_many_requests");
+        let wait = retry_after.expect("Retry-After");
+        assert!(wait > 0 && wait <= 900, "{wait}");
+    }
+    // Even the right password waits: the owner is told when to come back.
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 429);
+    // Another account is not touched.
+    register(&t, "bob").await;
+    assert_eq!(login_raw(&t, "bob", PASSWORD).await.0, 200);
+    // An unknown name is limited just the same, so a 429 tells nothing.
+    for _ in 0..5 {
+        assert_eq!(login_raw(&t, "nobody", "x12345678").await.0, 401);
+    }
+    assert_eq!(login_raw(&t, "nobody", "x12345678").await.0, 429);
+
+    t.advance(Duration::from_secs(901));
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 200);
+}
+
+#[tokio::test]
+async fn right_passwords_do_not_count_against_the_limit() {
+    let t = component()
+        .with(|c| c.config_value("login_attempts_per_account", 2))
+        .start()
+        .await
+        .unwrap();
+    register(&t, "ada").await;
+    t.set_client_address(Some("203.0.113.7".parse().unwrap()));
+    for _ in 0..25 {
+        assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 200);
+    }
+    assert_eq!(login_raw(&t, "ada", "not the password").await.0, 401);
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 200);
+    assert_eq!(login_raw(&t, "ada", "not the password").await.0, 401);
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 429);
+}
+
+#[tokio::test]
+async fn one_address_guessing_at_many_accounts_is_stopped() {
+    let t = component()
+        .with(|c| {
+            c.config_value("login_attempts_per_address", 3)
+                .config_value("login_attempts_per_account", 1)
+        })
+        .start()
+        .await
+        .unwrap();
+    register(&t, "ada").await;
+    t.set_client_address(Some("2001:db8:1:2::7".parse().unwrap()));
+    for name in ["u1", "u2", "u3"] {
+        assert_eq!(login_raw(&t, name, "x12345678").await.0, 401);
+    }
+    // Anywhere in the same /64.
+    t.set_client_address(Some("2001:db8:1:2:ffff::1".parse().unwrap()));
+    let (status, retry_after, _) = login_raw(&t, "u4", "x12345678").await;
+    assert_eq!((status, retry_after.is_some()), (429, true));
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 429);
+    // The refused attempt did not count against the account.
+    t.set_client_address(Some("198.51.100.1".parse().unwrap()));
+    assert_eq!(login_raw(&t, "u4", "x12345678").await.0, 401);
+    assert_eq!(login_raw(&t, "ada", PASSWORD).await.0, 200);
 }

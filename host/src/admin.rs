@@ -149,7 +149,16 @@ where
     let path = if path.is_empty() { "/".into() } else { path };
     let correlation = uuid::Uuid::new_v4().to_string();
     tracing::info!(component = %name, %path, method = %req.method(), "operator call");
-    crate::gateway::invoke_as(shared, component, req, path, &correlation, Some(caller)).await
+    crate::gateway::invoke_as(
+        shared,
+        component,
+        req,
+        path,
+        &correlation,
+        Some(caller),
+        None,
+    )
+    .await
 }
 
 fn swapped_json(s: &Swapped) -> serde_json::Value {

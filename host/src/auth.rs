@@ -55,6 +55,10 @@ pub enum TokenError {
     /// Signature, algorithm, expiry, not-before, issuer or claims are wrong.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// Valid, but its session or its user's earlier tokens were revoked
+    /// (a logout, a password change).
+    #[error("the token was revoked")]
+    Revoked,
 }
 
 /// The claims of a Weft access token.
@@ -74,6 +78,10 @@ pub struct Claims {
     pub exp: u64,
     /// Issuer.
     pub iss: String,
+    /// The session (login) it belongs to, if issued for one: revoked
+    /// together ([`crate::revocations`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 struct VerifyKey {
@@ -99,6 +107,8 @@ pub struct TokenService {
     verifying: HashMap<String, VerifyKey>,
     /// Kids, newest first, for the JWK set.
     order: Vec<String>,
+    /// Sessions and users whose tokens are refused before they expire.
+    revocations: crate::revocations::Revocations,
 }
 
 fn keys_err(path: &Path) -> impl FnOnce(String) -> AuthError + '_ {
@@ -240,6 +250,7 @@ impl TokenService {
             signing: EncodingKey::from_ed_der(der.as_bytes()),
             verifying,
             order,
+            revocations: Default::default(),
         })
     }
 
@@ -255,18 +266,31 @@ impl TokenService {
         org_id: &str,
         roles: &[String],
     ) -> Result<IssuedToken, AuthError> {
+        self.issue_in(user_id, org_id, roles, None)
+    }
+
+    /// Issues a token for a user that belongs to session `sid` (or to none).
+    pub fn issue_in(
+        &self,
+        user_id: &str,
+        org_id: &str,
+        roles: &[String],
+        sid: Option<&str>,
+    ) -> Result<IssuedToken, AuthError> {
         if let Some(role) = roles.iter().find(|r| is_reserved(r)) {
             return Err(AuthError::ReservedRole(role.clone()));
         }
         let now = now_secs();
+        let iat = now.max(self.revocations.not_before(user_id));
         let claims = Claims {
             sub: user_id.to_owned(),
             org: org_id.to_owned(),
             roles: roles.to_vec(),
-            iat: now,
+            iat,
             nbf: now,
-            exp: now + u64::from(self.ttl_secs),
+            exp: iat.saturating_add(u64::from(self.ttl_secs)),
             iss: self.issuer.clone(),
+            sid: sid.map(str::to_owned),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.signing_kid.clone());
@@ -293,7 +317,26 @@ impl TokenService {
         if let Some(role) = claims.roles.iter().find(|r| is_reserved(r)) {
             return Err(TokenError::Invalid(format!("role `{role}` is reserved")));
         }
+        if self.is_revoked(&claims) {
+            return Err(TokenError::Revoked);
+        }
         Ok(claims)
+    }
+
+    /// Whether `claims` (verified once) have been revoked since.
+    pub fn is_revoked(&self, claims: &Claims) -> bool {
+        self.revocations
+            .refuses(&claims.sub, claims.sid.as_deref(), claims.iat)
+    }
+
+    /// The revocations in force.
+    pub fn revocations(&self) -> &crate::revocations::Revocations {
+        &self.revocations
+    }
+
+    /// How long a token lives: a revocation needs to outlive it no longer.
+    pub fn ttl_secs(&self) -> u32 {
+        self.ttl_secs
     }
 
     /// Verifies an `Authorization` header value.
@@ -341,7 +384,7 @@ mod tests {
         assert_eq!((claims.sub.as_str(), claims.org.as_str()), ("u1", "o1"));
         assert_eq!(claims.roles, ["user"]);
         assert_eq!(claims.iss, "weft");
-        assert_eq!(t.expires_in, 3600);
+        assert_eq!(t.expires_in, 900);
     }
 
     #[test]

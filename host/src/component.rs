@@ -9,16 +9,17 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{GuestError, GuestEvent, HttpRequest, HttpResponse, ServicePre};
-use crate::bus::Delivery;
+use crate::bus::{Bus, Delivery};
 use crate::config::{ResolvedLimits, ResolvedRetry};
 use crate::db::{Batch, DbError, Tx};
+use crate::revocations::Revocation;
 use crate::state::{ComponentCtx, Effects, HostState, Invocation};
 
 /// Host statements run in a delivery batch before its events (see
@@ -138,6 +139,10 @@ pub struct Origin {
     /// The caller's `traceparent`, if any; the invocation runs as a child
     /// span of it.
     pub traceparent: Option<String>,
+    /// The session of the verified caller's token, if any.
+    pub session: Option<String>,
+    /// The HTTP client's address, if any.
+    pub client: Option<std::net::IpAddr>,
 }
 
 impl LoadedComponent {
@@ -252,6 +257,8 @@ impl LoadedComponent {
             correlation_id,
             causation_id: None,
             traceparent: None,
+            session: None,
+            client: None,
         }
     }
 
@@ -274,6 +281,8 @@ impl LoadedComponent {
         request: HttpRequest,
         correlation_id: String,
         traceparent: Option<String>,
+        session: Option<String>,
+        client: Option<std::net::IpAddr>,
     ) -> Result<HttpResponse, InvokeError> {
         // A flood of slow requests waits here instead of taking every pooled
         // instance of the host; a request that waited a whole timeout is
@@ -289,6 +298,8 @@ impl LoadedComponent {
         };
         let origin = Origin {
             traceparent,
+            session,
+            client,
             ..self.origin(correlation_id)
         };
         match self.invoke(origin, Call::Http(request), None).await? {
@@ -369,6 +380,8 @@ impl LoadedComponent {
                 correlation_id: event.correlation_id.clone(),
                 causation_id: Some(event.id.clone()),
                 traceparent: event.traceparent.clone(),
+                session: None,
+                client: None,
             };
             let call = Call::Event(GuestEvent {
                 id: event.id.clone(),
@@ -435,6 +448,13 @@ impl LoadedComponent {
     /// Hands a committed invocation's pushes to the hub and its events
     /// (already in the outbox) to the outbox's relay. Never waits.
     fn dispatch(&self, effects: Effects) {
+        if !effects.revocations.is_empty() {
+            self.ctx
+                .tokens
+                .revocations()
+                .apply(&effects.revocations, crate::auth::now_secs());
+            tokio::spawn(share_revocations(self.ctx.bus.clone(), effects.revocations));
+        }
         for (user, message) in &effects.pushes {
             self.ctx.hub.push(user, message);
         }
@@ -457,6 +477,8 @@ impl LoadedComponent {
             correlation_id,
             causation_id: None,
             traceparent,
+            session: None,
+            client: None,
         };
         match self
             .invoke(origin, Call::Message { subject, payload }, None)
@@ -495,6 +517,8 @@ impl LoadedComponent {
             traceparent: crate::trace::span_for(origin.traceparent.as_deref())
                 .map(|span| span.to_string()),
             deadline,
+            session: origin.session,
+            client: origin.client,
         };
         let mut store = Store::new(version.pre.engine(), HostState::new(inv, tx));
         let sandbox = self.ctx.sandbox;
@@ -608,5 +632,25 @@ impl LoadedComponent {
             .await
             .map_err(InvokeError::Commit)?;
         Ok((answer, effects))
+    }
+}
+
+/// Tells the other hosts on the bus about committed revocations, trying
+/// again while the bus is away, until none of them is in force any more
+/// (each host also shares what its databases hold when it starts).
+async fn share_revocations(bus: Arc<dyn Bus>, revocations: Vec<Revocation>) {
+    let until = revocations
+        .iter()
+        .map(Revocation::expires)
+        .max()
+        .unwrap_or(0);
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = bus.share_revocations(&revocations).await {
+        if crate::auth::now_secs() >= until {
+            return;
+        }
+        tracing::warn!("cannot share revocations with the other hosts yet: {e}");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(5));
     }
 }

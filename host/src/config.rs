@@ -67,6 +67,9 @@ pub struct Config {
     /// Access tokens: issuer, lifetime, signing keys.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// The attempt counters of `weft:service/throttle`.
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
     /// The components, by name.
     #[serde(default)]
     pub components: BTreeMap<String, ComponentConfig>,
@@ -522,11 +525,33 @@ impl Default for AuthConfig {
     }
 }
 
+/// `[throttle]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Keys one component's counters hold at most (about 100 bytes each);
+    /// when full, expired windows go first, then the one that ends soonest.
+    #[serde(default = "default_throttle_keys")]
+    pub max_keys: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        ThrottleConfig {
+            max_keys: default_throttle_keys(),
+        }
+    }
+}
+
+fn default_throttle_keys() -> usize {
+    100_000
+}
+
 fn default_issuer() -> String {
     "weft".into()
 }
 fn default_ttl() -> u32 {
-    3600
+    900
 }
 
 /// What a component may use beyond its own database. Everything is denied
@@ -837,6 +862,7 @@ impl Config {
             limits: Limits::default(),
             retry: Retry::default(),
             auth: AuthConfig::default(),
+            throttle: ThrottleConfig::default(),
             components: BTreeMap::new(),
         }
     }

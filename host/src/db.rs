@@ -248,6 +248,53 @@ impl Watch {
     }
 }
 
+/// The connection of guests' committed reads.
+struct GuestReader {
+    conn: Connection,
+    watch: Arc<Watch>,
+}
+
+/// Idle guest reader connections a database keeps.
+const KEPT_GUEST_READERS: usize = 4;
+
+impl GuestReader {
+    fn open(path: &Path, max_value_bytes: i32) -> Result<GuestReader, DbError> {
+        let mut conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        for (limit, value) in STATEMENT_LIMITS {
+            conn.set_limit(limit, value)?;
+        }
+        conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, max_value_bytes)?;
+        let watch = Arc::new(Watch::new());
+        let handler = watch.clone();
+        conn.progress_handler(PROGRESS_STEPS, Some(move || handler.progress()))?;
+        conn.authorizer(Some(|ctx: AuthContext<'_>| guest_authorization(&ctx)))?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(GuestReader { conn, watch })
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[rusqlite::types::Value],
+        deadline: Instant,
+    ) -> Result<Rows, DbError> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        if !stmt.readonly() {
+            return Err(DbError::Invalid(
+                "query-committed only reads; write with execute".into(),
+            ));
+        }
+        self.watch.arm(deadline);
+        let rows = collect_rows(&mut stmt, params);
+        self.watch.disarm();
+        rows
+    }
+}
+
 /// Pages past a component's cap at which SQLite itself stops the file.
 const HARD_STOP_SLACK_PAGES: i64 = 1024;
 
@@ -305,6 +352,13 @@ struct Inner {
     /// outbox relay, counts for `/health`) never see an invocation's
     /// uncommitted writes, as they would on the writer's connection.
     reader: std::sync::Mutex<Connection>,
+    /// Read-only connections for guests' reads of committed data
+    /// (`storage.query-committed`): the writer's authorizer, limits and
+    /// deadline, without the writer lease. One per concurrent read, so a
+    /// long read never holds up another; a few are kept for reuse.
+    guest_readers: std::sync::Mutex<Vec<GuestReader>>,
+    /// The largest value a guest statement may make (`GuestBounds`).
+    guest_value_limit: std::sync::atomic::AtomicI32,
     lease: Arc<tokio::sync::Mutex<()>>,
     /// How many wait for the lease (tokio's mutex does not say): a
     /// finishing invocation leaves the transaction open only for them.
@@ -430,6 +484,7 @@ impl Database {
             },
         ))?;
         conn.execute_batch(HOST_TABLES)?;
+        conn.execute_batch(crate::revocations::TABLE)?;
         // Outboxes made before events carried a trace context.
         let traced: bool = conn.query_row(
             "SELECT count(*) FROM pragma_table_info('_weft_outbox') WHERE name = 'trace'",
@@ -461,6 +516,8 @@ impl Database {
                 path: path.to_owned(),
                 synchronous,
                 reader: std::sync::Mutex::new(reader),
+                guest_readers: std::sync::Mutex::default(),
+                guest_value_limit: std::sync::atomic::AtomicI32::new(i32::MAX),
                 worker: std::sync::Mutex::new(Worker {
                     conn,
                     guest_mode,
@@ -484,6 +541,10 @@ impl Database {
     /// may grow (see [`GuestBounds`]).
     pub fn bound(&self, bounds: GuestBounds) -> Result<(), DbError> {
         let length = i32::try_from(bounds.max_value_bytes).unwrap_or(i32::MAX);
+        self.inner
+            .guest_value_limit
+            .store(length, Ordering::Relaxed);
+        lock(&self.inner.guest_readers).clear();
         self.run(|w| {
             w.conn.set_limit(Limit::SQLITE_LIMIT_LENGTH, length)?;
             let page_size: i64 =
@@ -500,6 +561,30 @@ impl Database {
             w.as_host(|c| c.query_row(&format!("PRAGMA max_page_count = {hard}"), [], |_| Ok(())))?;
             Ok(())
         })
+    }
+
+    /// Runs a guest's read-only statement on committed data, outside any
+    /// transaction and without the writer lease, stopped at `deadline`.
+    pub fn query_committed(
+        &self,
+        sql: &str,
+        params: &[rusqlite::types::Value],
+        deadline: Instant,
+    ) -> Result<Rows, DbError> {
+        let pooled = lock(&self.inner.guest_readers).pop();
+        let reader = match pooled {
+            Some(reader) => reader,
+            None => GuestReader::open(
+                &self.inner.path,
+                self.inner.guest_value_limit.load(Ordering::Relaxed),
+            )?,
+        };
+        let rows = reader.query(sql, params, deadline);
+        let mut pool = lock(&self.inner.guest_readers);
+        if pool.len() < KEPT_GUEST_READERS {
+            pool.push(reader);
+        }
+        rows
     }
 
     /// The file.
@@ -773,6 +858,17 @@ impl HostSql<'_> {
     pub fn execute(&self, sql: &str, params: impl rusqlite::Params) -> Result<usize, DbError> {
         let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
         Ok(stmt.execute(params)?)
+    }
+
+    /// Runs a cached statement without parameters; each row through `f`.
+    pub fn query_rows<T>(
+        &self,
+        sql: &str,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, DbError> {
+        let mut stmt = self.conn.prepare_cached(&format!("{}{sql}", self.prefix))?;
+        let rows = stmt.query_map([], f)?;
+        Ok(rows.collect::<Result<Vec<T>, _>>()?)
     }
 
     /// The rowid of the last insert.

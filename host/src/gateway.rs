@@ -78,6 +78,7 @@ pub async fn serve(
             let shared = shared.clone();
             // A WebSocket keeps its connection's slot (see `websocket`).
             req.extensions_mut().insert(held.clone());
+            req.extensions_mut().insert(ClientAddr(peer.ip()));
             async move { Ok::<_, Infallible>(handle(&shared, req).await) }
         });
         let conn = builder
@@ -113,6 +114,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
         }
     }
 }
+
+/// The address of the client a request came from (the socket's peer: a
+/// proxy in front is the client, see README "Auth").
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// A response with the contract's error body.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
@@ -260,11 +266,14 @@ where
                 .map_err(|_| crate::auth::TokenError::Malformed)
                 .and_then(|v| shared.tokens.verify_bearer(v));
             match verified {
-                Ok(claims) => Some(Caller {
-                    user_id: claims.sub,
-                    org_id: claims.org,
-                    roles: claims.roles,
-                }),
+                Ok(claims) => Some((
+                    Caller {
+                        user_id: claims.sub,
+                        org_id: claims.org,
+                        roles: claims.roles,
+                    },
+                    claims.sid,
+                )),
                 Err(e) => {
                     tracing::info!(
                         component = component.name(),
@@ -276,7 +285,17 @@ where
             }
         }
     };
-    invoke_as(shared, component, req, path, correlation, caller).await
+    let (caller, session) = caller.unzip();
+    invoke_as(
+        shared,
+        component,
+        req,
+        path,
+        correlation,
+        caller,
+        session.flatten(),
+    )
+    .await
 }
 
 /// The largest body `component` gets: the gateway's cap or its own.
@@ -294,6 +313,7 @@ pub(crate) async fn invoke_as<B>(
     path: String,
     correlation: &str,
     caller: Option<Caller>,
+    session: Option<String>,
 ) -> Response<Body>
 where
     B: hyper::body::Body<Data = Bytes>,
@@ -308,6 +328,7 @@ where
         )
     };
     let (parts, body) = req.into_parts();
+    let client = parts.extensions.get::<ClientAddr>().map(|a| a.0);
     let collected = tokio::time::timeout(shared.body_timeout, Limited::new(body, max).collect());
     let Ok(collected) = collected.await else {
         return error_response(
@@ -359,7 +380,13 @@ where
         caller,
     };
     match component
-        .handle_http(request, correlation.to_owned(), traceparent)
+        .handle_http(
+            request,
+            correlation.to_owned(),
+            traceparent,
+            session,
+            client,
+        )
         .await
     {
         Ok(answer) | Err(InvokeError::ServerError(answer)) => guest_response(answer),

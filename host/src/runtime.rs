@@ -229,6 +229,7 @@ impl Host {
         let mut websockets = HashMap::new();
         let mut timers = Vec::new();
         let mut subscriptions = Vec::new();
+        let mut held = Vec::new();
         for (name, cc) in &config.components {
             let t = Instant::now();
             let prepared = loader.prepare_configured(name, cc)?;
@@ -244,6 +245,13 @@ impl Host {
             db.bound(GuestBounds::for_limits(&limits))
                 .map_err(|e| db_err(e.to_string()))?;
             let outbox = Outbox::open(name, db.clone()).map_err(|e| db_err(e.to_string()))?;
+            let now = crate::auth::now_secs();
+            let revoked = db
+                .host_write(|sql| crate::revocations::load(sql, now))
+                .await
+                .map_err(|e| db_err(format!("cannot read its revocations: {e}")))?;
+            tokens.revocations().apply(&revoked, now);
+            held.extend(revoked);
             let ctx = Arc::new(ComponentCtx {
                 name: name.clone(),
                 config: cc.config_strings(),
@@ -257,6 +265,7 @@ impl Host {
                 wasm: cc.wasm.clone(),
                 tokens: tokens.clone(),
                 hub: Arc::new(Hub::default()),
+                throttle: Arc::new(crate::throttle::Throttle::new(config.throttle.max_keys)),
             });
             let component = Arc::new(LoadedComponent::new(
                 ctx,
@@ -313,6 +322,26 @@ impl Host {
                 }
             }
             components.insert(name.clone(), component);
+        }
+
+        // The other hosts' revocations are in force before the gateway
+        // listens, and this host's reach them even if it stopped between a
+        // commit and sharing it.
+        let window = Duration::from_secs(u64::from(tokens.ttl_secs()) + 60);
+        let feed = match bus.follow_revocations(window).await {
+            Ok(Some((replayed, feed))) => {
+                tokens
+                    .revocations()
+                    .apply(&replayed, crate::auth::now_secs());
+                Some(feed)
+            }
+            Ok(None) => None,
+            Err(e) => return Err(StartError::Bus(e.to_string())),
+        };
+        if feed.is_some() && !held.is_empty() {
+            if let Err(e) = bus.share_revocations(&held).await {
+                return Err(StartError::Bus(e.to_string()));
+            }
         }
 
         let shared = Arc::new(Shared {
@@ -380,6 +409,13 @@ impl Host {
                     stop_timers_rx.clone(),
                 ));
             }
+        }
+        if let Some(feed) = feed {
+            timer_tasks.spawn(follow_revocations(
+                feed,
+                shared.tokens.clone(),
+                stop_timers_rx.clone(),
+            ));
         }
         for (component, timer, every) in timers {
             timer_tasks.spawn(timer_loop(
@@ -618,6 +654,25 @@ impl Host {
 
 /// Calls `on-timer(name)` every `every` until `stop` turns true. Ticks
 /// never overlap: a slow tick delays the next.
+/// Puts in force what the other hosts share, until `stop`.
+async fn follow_revocations(
+    feed: crate::bus::RevocationFeed,
+    tokens: Arc<TokenService>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            next = feed.recv() => match next {
+                Ok(revocations) => tokens
+                    .revocations()
+                    .apply(&revocations, crate::auth::now_secs()),
+                Err(_) => return,
+            },
+        }
+    }
+}
+
 async fn timer_loop(
     shared: Arc<Shared>,
     component: Arc<LoadedComponent>,

@@ -18,6 +18,7 @@ use crate::db::{Database, DbError, Tx};
 use crate::hub::Hub;
 use crate::limits::Limiter;
 use crate::outbox::{Committed, Outbox};
+use crate::revocations::Revocation;
 use crate::stderr::GuestStderr;
 
 /// What every invocation of one component shares.
@@ -47,6 +48,8 @@ pub struct ComponentCtx {
     pub tokens: Arc<TokenService>,
     /// Its WebSocket clients.
     pub hub: Arc<Hub>,
+    /// Its attempt counters (`weft:service/throttle`).
+    pub throttle: Arc<crate::throttle::Throttle>,
 }
 
 /// Who is running and why.
@@ -64,6 +67,10 @@ pub struct Invocation {
     pub traceparent: Option<String>,
     /// When the invocation must be over.
     pub deadline: Instant,
+    /// The session of the verified caller's token (claim `sid`), if any.
+    pub session: Option<String>,
+    /// The HTTP client's address, if this invocation answers one.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// When the invocation's SQL statements must stop: a little before the
@@ -94,6 +101,8 @@ pub struct HostState {
     pub outbox: Vec<Event>,
     /// WebSocket pushes `(user id, JSON)`, sent only after commit.
     pub pushes: Vec<(String, String)>,
+    /// Revocations, stored with the commit and in force after it.
+    pub revocations: Vec<Revocation>,
 }
 
 /// What a committed invocation hands on: its events and pushes.
@@ -103,6 +112,8 @@ pub struct Effects {
     pub events: Vec<Committed>,
     /// WebSocket pushes `(user id, JSON)`.
     pub pushes: Vec<(String, String)>,
+    /// Revocations, committed.
+    pub revocations: Vec<Revocation>,
 }
 
 impl Effects {
@@ -110,6 +121,7 @@ impl Effects {
     pub fn extend(&mut self, other: Effects) {
         self.events.extend(other.events);
         self.pushes.extend(other.pushes);
+        self.revocations.extend(other.revocations);
     }
 }
 
@@ -138,6 +150,7 @@ impl HostState {
             inv,
             outbox: Vec::new(),
             pushes: Vec::new(),
+            revocations: Vec::new(),
         }
     }
 
@@ -160,6 +173,11 @@ impl HostState {
         self.tx
             .as_ref()
             .ok_or_else(|| DbError::Unavailable("transaction vanished".into()))
+    }
+
+    /// When this invocation's SQL statements must stop.
+    pub fn sql_deadline(&self) -> Instant {
+        sql_deadline(&self.inv)
     }
 
     /// How long one host call may wait: the host-call timeout, never past
@@ -186,12 +204,17 @@ impl HostState {
         if !held.is_empty() {
             events = crate::outbox::append(self.tx().await?, held)?;
         }
+        let revocations = std::mem::take(&mut self.revocations);
+        if !revocations.is_empty() {
+            crate::revocations::store(self.tx().await?, &revocations)?;
+        }
         if let Some(tx) = self.tx.take() {
             tx.commit().await?;
         }
         Ok(Effects {
             events,
             pushes: std::mem::take(&mut self.pushes),
+            revocations,
         })
     }
 }

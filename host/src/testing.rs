@@ -221,6 +221,7 @@ impl ComponentTestBuilder {
             name: self.name,
             fakes,
             next_event: AtomicU64::new(0),
+            client: Mutex::new(None),
             _dir: dir,
         })
     }
@@ -233,6 +234,7 @@ pub struct ComponentTest {
     name: String,
     fakes: Arc<Fakes>,
     next_event: AtomicU64,
+    client: Mutex<Option<std::net::IpAddr>>,
     _dir: TempDir,
 }
 
@@ -266,6 +268,9 @@ impl ComponentTest {
     /// (`/accounts`, not `/bpm/accounts`).
     pub async fn call(&self, request: Request<Bytes>) -> crate::http::Response<Bytes> {
         let (mut parts, body) = request.into_parts();
+        if let Some(addr) = *lock(&self.client) {
+            parts.extensions.insert(crate::gateway::ClientAddr(addr));
+        }
         let path = format!("/{}{}", self.name, parts.uri);
         parts.uri = match path.parse() {
             Ok(uri) => uri,
@@ -280,6 +285,12 @@ impl ComponentTest {
     /// far to the capturing bus, so that `published` sees it.
     async fn relayed(&self) {
         self.component().ctx.outbox.sent().await;
+    }
+
+    /// Sends the requests that follow as from the client at `addr`
+    /// (`throttle.client-address`); `None`, the default, as from no socket.
+    pub fn set_client_address(&self, addr: Option<std::net::IpAddr>) {
+        *lock(&self.client) = addr;
     }
 
     /// GET `path` (with a bearer `token`): status and JSON body (`Null`

@@ -161,6 +161,7 @@ pub fn upgrade(
     // The connection's slot stays taken while the socket lives.
     let slot = req.extensions().get::<Arc<Slot>>().cloned();
     let name = component.name().to_owned();
+    let tokens = shared.tokens.clone();
     tokio::spawn(async move {
         let _slot = slot;
         let upgraded = match on_upgrade.await {
@@ -178,7 +179,11 @@ pub fn upgrade(
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         let expires = Duration::from_secs(claims.exp.saturating_sub(crate::auth::now_secs()));
-        serve_socket(socket, queue, limits, expires).await;
+        let revoked = Revoked {
+            tokens,
+            claims: claims.clone(),
+        };
+        serve_socket(socket, queue, limits, expires, revoked).await;
         hub.unregister(&claims.sub, id);
     });
     let mut response = Response::new(Full::new(Bytes::new()));
@@ -200,18 +205,26 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     }))
 }
 
+/// What tells an open socket that its token was revoked.
+struct Revoked {
+    tokens: Arc<crate::auth::TokenService>,
+    claims: crate::auth::Claims,
+}
+
 /// Forwards the hub's messages from `queue` to the socket until either side
 /// ends, the client falls silent for `limits.idle` (it is pinged every
-/// `limits.ping`), or its token expires after `expires`.
+/// `limits.ping`), its token expires after `expires`, or it is revoked.
 async fn serve_socket<S>(
     socket: WebSocketStream<S>,
     mut queue: tokio::sync::mpsc::Receiver<String>,
     limits: Limits,
     expires: Duration,
+    revoked: Revoked,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (mut sink, mut stream) = socket.split();
+    let mut revocations = revoked.tokens.revocations().watch();
     let expiry = tokio::time::sleep(expires);
     tokio::pin!(expiry);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + limits.ping, limits.ping);
@@ -248,6 +261,16 @@ async fn serve_socket<S>(
             () = &mut expiry => {
                 let _ = sink.send(close(CloseCode::Policy, "token expired")).await;
                 break;
+            }
+            changed = revocations.changed() => {
+                if changed.is_err() {
+                    let _ = sink.send(close(CloseCode::Away, "closing")).await;
+                    break;
+                }
+                if revoked.tokens.is_revoked(&revoked.claims) {
+                    let _ = sink.send(close(CloseCode::Policy, "token revoked")).await;
+                    break;
+                }
             }
         }
     }

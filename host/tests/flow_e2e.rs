@@ -688,3 +688,96 @@ fn weft_keys_rotate_adds_a_signing_key_and_keeps_the_old_one() {
     assert!(lines[1].contains("signs and verifies") && !lines[1].starts_with(&old_kid));
     assert!(lines[2].starts_with(&old_kid) && lines[2].ends_with(" verifies"));
 }
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn socket(t: &TestHost, token: &str) -> Socket {
+    let url = format!(
+        "{}/nsm/ws?access_token={token}",
+        t.base.replace("http://", "ws://")
+    );
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// The close frame `ws` gets within `within`; None if it stays open.
+async fn closed_within(
+    ws: &mut Socket,
+    within: Duration,
+) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+    use tokio_tungstenite::tungstenite::Message;
+    tokio::time::timeout(within, async {
+        while let Some(message) = ws.next().await {
+            match message {
+                Ok(Message::Close(frame)) => return frame,
+                Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_session_is_refused_everywhere_at_once_and_after_a_restart() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let t = TestHost::start().await;
+    let password = "correct horse battery";
+    let (_, phone) = t.user("sven").await;
+    let laptop = t.login("sven", password).await.unwrap();
+    let mut phone_ws = socket(&t, &phone).await;
+    let mut laptop_ws = socket(&t, &laptop).await;
+
+    // Logout ends the phone's session: at the gateway for every component,
+    // and its socket is closed with policy violation.
+    let (status, _) = t.post("/iam/logout", &phone, &json!({})).await;
+    assert_eq!(status, 204);
+    let frame = closed_within(&mut phone_ws, Duration::from_secs(1))
+        .await
+        .expect("the phone's socket closed within 1 s of logout");
+    assert_eq!(frame.code, CloseCode::Policy);
+    for path in ["/iam/me", "/bpm/accounts", "/nsm/notifications"] {
+        assert_eq!(t.get(path, &phone).await.0, 401, "{path}");
+        assert_eq!(t.get(path, &laptop).await.0, 200, "{path}");
+    }
+
+    // A password change ends the rest.
+    let r = t
+        .client
+        .put(t.url("/iam/password"))
+        .bearer_auth(&laptop)
+        .json(&json!({"currentPassword": password, "newPassword": "a brand new secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let frame = closed_within(&mut laptop_ws, Duration::from_secs(1))
+        .await
+        .expect("the laptop's socket closed within 1 s of the password change");
+    assert_eq!(frame.code, CloseCode::Policy);
+    assert_eq!(t.get("/bpm/accounts", &laptop).await.0, 401);
+    let fresh = t.login("sven", "a brand new secret").await.unwrap();
+    assert_eq!(t.get("/bpm/accounts", &fresh).await.0, 200);
+
+    // Revocations are written with the commit: a restart keeps them.
+    let dir = t.stop().await;
+    let t = TestHost::start_in(dir).await;
+    for token in [&phone, &laptop] {
+        assert_eq!(t.get("/iam/me", token).await.0, 401);
+    }
+    assert_eq!(t.get("/iam/me", &fresh).await.0, 200);
+    // And a revoked token cannot open a socket.
+    match tokio_tungstenite::connect_async(format!(
+        "{}/nsm/ws?access_token={phone}",
+        t.base.replace("http://", "ws://")
+    ))
+    .await
+    {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected 401, got {:?}", other.map(|_| ())),
+    }
+    t.stop().await;
+}

@@ -680,3 +680,126 @@ async fn tls_and_a_password_connect_and_a_wrong_one_is_a_clear_start_error() {
         );
     }
 }
+
+/// A host of `body` on `url`, with the signing keys in `keys`.
+async fn host_with_keys(dir: &Path, url: &str, keys: &Path, body: &str) -> Host {
+    host_on(
+        dir,
+        url,
+        &format!("[auth]\nkeys_dir = \"{}\"\n{body}", keys.display()),
+    )
+    .await
+}
+
+async fn status_of(client: &reqwest::Client, host: &Host, path: &str, token: &str) -> u16 {
+    client
+        .get(format!("http://{}{path}", host.http_addr().unwrap()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Whether `host` answers `token` with 401 within a second.
+async fn refused_within_a_second(client: &reqwest::Client, host: &Host, token: &str) -> bool {
+    eventually(Duration::from_secs(1), || async {
+        (status_of(client, host, "/bpm/accounts", token).await == 401).then_some(())
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logout_on_one_host_is_refused_by_every_host_on_the_bus() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let bpm = format!(
+        "[components.bpm]\nwasm = \"{}\"\nsubscribe = [\"user.registered\"]\n[components.bpm.grants]\npublish = [\"account.created\", \"transaction.completed\"]\n",
+        wasm("bpm").display()
+    );
+    let a = host_with_keys(
+        &dir.path().join("a"),
+        &server.url,
+        &keys,
+        &common::iam_and_lgm(),
+    )
+    .await;
+    let b = host_with_keys(&dir.path().join("b"), &server.url, &keys, &bpm).await;
+    let client = reqwest::Client::new();
+    let base_a = format!("http://{}", a.http_addr().unwrap());
+    let r = client
+        .post(format!("{base_a}/iam/register"))
+        .json(&json!({"username": "nomad", "email": "nomad@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let login = || async {
+        let body: Value = client
+            .post(format!("{base_a}/iam/login"))
+            .json(&json!({"username": "nomad", "password": "correct horse battery"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["accessToken"].as_str().unwrap().to_owned()
+    };
+    let (token, other) = (login().await, login().await);
+    assert_eq!(status_of(&client, &b, "/bpm/accounts", &token).await, 200);
+
+    let r = client
+        .post(format!("{base_a}/iam/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        refused_within_a_second(&client, &b, &token).await,
+        "host B still took the token 1 s after the logout"
+    );
+    assert_eq!(status_of(&client, &b, "/bpm/accounts", &other).await, 200);
+
+    // A password change on A: every older token of the user, on B too.
+    let survivor = login().await;
+    let r = client
+        .put(format!("{base_a}/iam/password"))
+        .bearer_auth(&survivor)
+        .json(&json!({"currentPassword": "correct horse battery", "newPassword": "correct horse battery 2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(
+        refused_within_a_second(&client, &b, &survivor).await,
+        "host B still took the token 1 s after the password change"
+    );
+
+    // A host that starts later learns both from the stream before it
+    // serves; a token of the new password passes.
+    let fresh = client
+        .post(format!("{base_a}/iam/login"))
+        .json(&json!({"username": "nomad", "password": "correct horse battery 2"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let c = host_with_keys(&dir.path().join("c"), &server.url, &keys, &bpm).await;
+    for token in [&token, &other, &survivor] {
+        assert_eq!(status_of(&client, &c, "/bpm/accounts", token).await, 401);
+    }
+    assert_eq!(status_of(&client, &c, "/bpm/accounts", &fresh).await, 200);
+    for host in [a, b, c] {
+        host.shutdown().await;
+    }
+}

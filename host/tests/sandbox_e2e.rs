@@ -540,3 +540,36 @@ async fn a_token_a_guest_mints_never_opens_the_admin_api() {
     assert_eq!(r.status(), 200);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_reads_are_walled_like_the_others() {
+    let t = start(HOSTILE_LIMITS).await;
+    let committed = |sql: &str| json!({"sql": sql, "committed": true});
+    for (sql, expected) in [
+        ("SELECT * FROM _weft_outbox", (403, "denied")),
+        ("SELECT * FROM _weft_revocations", (403, "denied")),
+        ("SELECT randomblob(1000000000)", (413, "limit-exceeded")),
+        ("INSERT INTO things(body) VALUES ('x')", (400, "invalid")),
+        ("PRAGMA journal_mode = DELETE", (403, "denied")),
+        (COUNT_FOREVER, (503, "timeout")),
+    ] {
+        let started = Instant::now();
+        let (status, body) = post(&t, "/hostile/sql", &committed(sql)).await;
+        assert_eq!((status, variant(&body)), expected, "{sql}: {body}");
+        assert!(
+            started.elapsed() < Duration::from_millis(300 + 150),
+            "{sql}"
+        );
+    }
+    // It reads what is committed.
+    let (status, _) = post(
+        &t,
+        "/hostile/sql",
+        &json!({"sql": "INSERT INTO things(body) VALUES ('x')"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = post(&t, "/hostile/sql", &committed("SELECT * FROM things")).await;
+    assert_eq!((status, &body["rows"]), (200, &json!(1)), "{body}");
+    t.stop().await;
+}

@@ -118,6 +118,9 @@ struct SqlBody {
     sql: String,
     #[serde(default)]
     query: bool,
+    /// A query on committed data, without the writer lease.
+    #[serde(default)]
+    committed: bool,
 }
 
 fn route(request: &Request) -> Result<Response, Response> {
@@ -167,7 +170,9 @@ fn route(request: &Request) -> Result<Response, Response> {
         }
         ("POST", "/sql") => {
             let body: SqlBody = http::parse_json(request)?;
-            let rows = if body.query {
+            let rows = if body.committed {
+                db::query_committed(&body.sql, &[]).map(|rows| rows.len() as u64)
+            } else if body.query {
                 db::query(&body.sql, &[]).map(|rows| rows.len() as u64)
             } else {
                 db::execute(&body.sql, &[])

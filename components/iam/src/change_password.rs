@@ -1,8 +1,8 @@
 //! `PUT /password` (auth required): body `{currentPassword, newPassword}`
 //! → 204. A wrong current password → 401 `invalid_credentials`; a new
 //! password that breaks registration's rule (8–1024 characters) → 400. The
-//! old password stops working at once (tokens already issued stay valid
-//! until they expire). Emits `user.password_changed` `{userId}`.
+//! old password stops working at once, and so does every session and token
+//! issued before (revoked at the host on commit). Emits `user.password_changed` `{userId}`.
 
 use serde::{Deserialize, Serialize};
 use weft_sdk::{events, http, now_rfc3339, Request, Response};
@@ -42,6 +42,8 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
     user.password_hash = password::hash(&input.new_password).map_err(http::internal)?;
     user.base.set_metadata("passwordChangedAt", now_rfc3339());
     users::update_password(&user).map_err(http::rollback)?;
+    // Every login before this one ends, the caller's own included.
+    crate::sessions::end_all(&user.base.id).map_err(http::rollback)?;
     events::publish(
         "user.password_changed",
         &PasswordChanged {

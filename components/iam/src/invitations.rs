@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 use weft_sdk::db::{self, Value};
-use weft_sdk::{
-    config, format_rfc3339, http, now_rfc3339, now_unix, random, Error, Request, Response,
-};
+use weft_sdk::{config, format_rfc3339, http, now_rfc3339, now_unix, Error, Request, Response};
+
+use crate::secrets;
 
 pub const DEFAULT_TTL_SECS: i64 = 7 * 24 * 3600;
 
@@ -59,13 +59,13 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
             ));
         }
     }
-    let code = hex(&random::bytes::<32>()?);
+    let code = secrets::new_secret()?;
     let expires = now_unix().saturating_add(ttl_secs());
     db::execute(
         "INSERT INTO invitations (code_hash, org_id, email, created_by, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         &[
-            Value::from(&hash(&code)),
+            Value::from(&secrets::hash(&code)),
             Value::from(&caller.org_id),
             input.email.as_deref().map_or(Value::Null, Value::from),
             Value::from(&caller.user_id),
@@ -94,7 +94,7 @@ pub fn spend(code: &str, org_id: &str, email: &str, user_id: &str) -> Result<boo
          WHERE code_hash = ?1 AND org_id = ?2 AND used_at IS NULL AND expires_at > ?6
            AND (email IS NULL OR email = ?3 COLLATE NOCASE)",
         &[
-            Value::from(&hash(code)),
+            Value::from(&secrets::hash(code)),
             Value::from(org_id),
             Value::from(email),
             Value::from(user_id),
@@ -119,12 +119,4 @@ fn ttl_secs() -> i64 {
         .and_then(|text| text.trim().parse::<i64>().ok())
         .filter(|secs| *secs > 0)
         .unwrap_or(DEFAULT_TTL_SECS)
-}
-
-fn hash(code: &str) -> String {
-    weft_sdk::idempotency::digest_hex(code.as_bytes())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }

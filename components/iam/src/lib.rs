@@ -2,7 +2,10 @@
 //!
 //! Routes (below the `/iam` prefix):
 //! - `POST /register` → 201 the new user; emits `user.registered`.
-//! - `POST /login` → 200 an access token (issued by the host's `auth`).
+//! - `POST /login` → 200 an access token (issued by the host's `auth`) and
+//!   a refresh token: a session (`sessions`).
+//! - `POST /token/refresh` → 200 new tokens for a refresh token, spent.
+//! - `POST /logout` (auth) → 204; the caller's session ends.
 //! - `GET /me` (auth) → 200 the caller's profile.
 //! - `PUT /password` (auth) → 204; emits `user.password_changed`.
 //! - `GET /.well-known/jwks.json` → 200 the JWK set that verifies tokens.
@@ -11,7 +14,8 @@
 //! - `POST /admins` (the operator only) → 201 an administrator's account.
 //!
 //! Config: `admins`, the usernames reserved for administrators (see
-//! `roles`); `invitation_ttl_secs` (default 7 days).
+//! `roles`); `invitation_ttl_secs` (default 7 days); `refresh_ttl_secs`
+//! (default 30 days).
 
 mod admins;
 mod change_password;
@@ -21,6 +25,8 @@ mod password;
 mod profile;
 mod register;
 mod roles;
+mod secrets;
+mod sessions;
 mod users;
 
 use weft_sdk::{auth, http, Error, Event, Guest, Request, Response};
@@ -44,6 +50,8 @@ impl Guest for Iam {
         let result = match resolve(&request.method, &request.path) {
             Route::Register => register::handle(&request),
             Route::Login => login::handle(&request),
+            Route::Refresh => sessions::refresh(&request),
+            Route::Logout => sessions::logout(&request),
             Route::Me => profile::handle(&request),
             Route::Password => change_password::handle(&request),
             Route::Jwks => Ok(jwks()),
@@ -73,6 +81,8 @@ impl Guest for Iam {
 enum Route {
     Register,
     Login,
+    Refresh,
+    Logout,
     Me,
     Password,
     Jwks,
@@ -88,12 +98,14 @@ fn resolve(method: &str, path: &str) -> Route {
     match (method, path) {
         ("POST", "/register") => Route::Register,
         ("POST", "/login") => Route::Login,
+        ("POST", "/token/refresh") => Route::Refresh,
+        ("POST", "/logout") => Route::Logout,
         ("GET", "/me") => Route::Me,
         ("PUT", "/password") => Route::Password,
         ("GET", JWKS_PATH) => Route::Jwks,
         ("POST", "/invitations") => Route::Invitations,
         ("POST", "/admins") => Route::Admins,
-        (_, "/register" | "/login" | "/invitations" | "/admins") => {
+        (_, "/register" | "/login" | "/token/refresh" | "/logout" | "/invitations" | "/admins") => {
             Route::MethodNotAllowed(&["POST"])
         }
         (_, "/me" | JWKS_PATH) => Route::MethodNotAllowed(&["GET"]),
@@ -129,6 +141,12 @@ mod tests {
         assert_eq!(resolve("GET", "/.well-known/jwks.json"), Route::Jwks);
         assert_eq!(resolve("POST", "/invitations"), Route::Invitations);
         assert_eq!(resolve("POST", "/admins"), Route::Admins);
+        assert_eq!(resolve("POST", "/token/refresh"), Route::Refresh);
+        assert_eq!(resolve("POST", "/logout"), Route::Logout);
+        assert_eq!(
+            resolve("GET", "/logout"),
+            Route::MethodNotAllowed(&["POST"])
+        );
         assert_eq!(
             resolve("GET", "/admins"),
             Route::MethodNotAllowed(&["POST"])

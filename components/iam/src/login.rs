@@ -1,17 +1,24 @@
 //! `POST /login`: a password for an access token.
 //!
 //! Body `{username | email, password}` → 200
-//! `{accessToken, tokenType: "Bearer", expiresIn}`. An unknown or deleted
+//! `{accessToken, tokenType: "Bearer", expiresIn, refreshToken}` (a new
+//! session, see `sessions`). An unknown or deleted
 //! user and a wrong password give the same 401 `invalid_credentials`, in
 //! about the same time: an unknown user's password is checked against a
 //! dummy hash of the same cost. A `username` holding an `@` is looked up as
 //! an email (usernames cannot contain one).
+//!
+//! Attempts are limited per account and per client address (config
+//! `login_attempts_per_account`, default 5, `login_attempts_per_address`,
+//! default 20, per `login_window_secs`, default 900): one past the limit
+//! is 429 `too_many_requests` with `Retry-After`, before any password is
+//! hashed. An attempt is taken before the hash is checked, so concurrent
+//! guesses count, and given back when the password was right.
 
 use serde::Deserialize;
-use weft_sdk::{auth, config, http, log, Error, Request, Response};
+use weft_sdk::{config, http, log, throttle, Error, Request, Response};
 
 use crate::password;
-use crate::roles;
 use crate::users::{self, Lookup};
 
 #[derive(Deserialize)]
@@ -27,7 +34,24 @@ struct LoginRequest {
 pub fn handle(request: &Request) -> Result<Response, Response> {
     let input: LoginRequest = http::parse_json(request)?;
     let lookup = identify(&input).map_err(|message| http::validation_failed(&message))?;
-    let user = users::find_live(lookup)?;
+    // Read without the writer lease: the hash check below takes tens of
+    // milliseconds and must not hold up the writes of other requests.
+    let user = users::find_live_committed(lookup)?;
+    let limits = Limits::configured();
+    let account = match (&user, lookup) {
+        (Some(user), _) => format!("user:{}", user.base.id),
+        (None, Lookup::Username(name) | Lookup::Email(name) | Lookup::Id(name)) => {
+            format!("name:{}", name.to_lowercase())
+        }
+    };
+    let address = throttle::client_address().map(|a| format!("address:{a}"));
+    throttle::attempt(&account, limits.per_account, limits.window_secs).map_err(refused)?;
+    if let Some(address) = &address {
+        if let Err(wait) = throttle::attempt(address, limits.per_address, limits.window_secs) {
+            throttle::give_back(&account);
+            return Err(refused(wait));
+        }
+    }
 
     let authenticated = match &user {
         // Too long to be anyone's: refused without hashing, whoever it names.
@@ -41,15 +65,40 @@ pub fn handle(request: &Request) -> Result<Response, Response> {
         return Err(invalid_credentials());
     };
 
-    let roles = roles::for_user(
-        &user.username,
-        &user.roles,
-        config::get("admins").as_deref(),
-    );
-    let token =
-        auth::issue_token(&user.base.id, &user.base.owner.org_id, &roles).map_err(token_failure)?;
+    throttle::give_back(&account);
+    if let Some(address) = &address {
+        throttle::give_back(address);
+    }
     log::info(&format!("user {} logged in", user.base.id));
-    Ok(http::json(200, &auth::TokenResponse::from(&token)))
+    crate::sessions::start(&user)
+}
+
+fn refused(wait_secs: u32) -> Response {
+    log::warn("login refused: too many attempts");
+    http::too_many_requests(wait_secs)
+}
+
+/// The attempt limits in force.
+struct Limits {
+    per_account: u32,
+    per_address: u32,
+    window_secs: u32,
+}
+
+impl Limits {
+    fn configured() -> Limits {
+        let get = |key: &str, default: u32| {
+            config::get(key)
+                .and_then(|text| text.trim().parse::<u32>().ok())
+                .filter(|n| *n > 0)
+                .unwrap_or(default)
+        };
+        Limits {
+            per_account: get("login_attempts_per_account", 5),
+            per_address: get("login_attempts_per_address", 20),
+            window_secs: get("login_window_secs", 900),
+        }
+    }
 }
 
 /// 401 `invalid_credentials`: the same for every way a login fails.
@@ -76,7 +125,7 @@ fn identify(input: &LoginRequest) -> Result<Lookup<'_>, String> {
 
 /// The host refusing to issue a token is the host's configuration (iam not
 /// granted `issue_tokens`), not the client's fault: a 500.
-fn token_failure(err: Error) -> Response {
+pub fn token_failure(err: Error) -> Response {
     match err {
         Error::Denied(message) => {
             http::internal(format!("the host denies issuing tokens: {message}"))

@@ -32,6 +32,9 @@ pub const MIGRATIONS: &[&str] = &[
         SELECT 1 FROM users o WHERE o.owner_org_id = users.owner_org_id
         AND (o.created_at < users.created_at OR (o.created_at = users.created_at AND o.id < users.id)))"#,
     crate::invitations::MIGRATION,
+    crate::sessions::MIGRATIONS[0],
+    crate::sessions::MIGRATIONS[1],
+    crate::sessions::MIGRATIONS[2],
 ];
 
 /// A user account. `base.id` is the user id; `base.owner` is the user in
@@ -103,12 +106,25 @@ pub fn insert(user: &User) -> Result<(), Error> {
 
 /// The live (not soft-deleted) user named by `lookup`.
 pub fn find_live(lookup: Lookup<'_>) -> Result<Option<User>, Error> {
+    find_with(db::query, lookup)
+}
+
+/// As [`find_live`], from what is committed, without waiting for the
+/// database's writer (a login checks the password before it writes).
+pub fn find_live_committed(lookup: Lookup<'_>) -> Result<Option<User>, Error> {
+    find_with(db::query_committed, lookup)
+}
+
+fn find_with(
+    query: fn(&str, &[Value]) -> Result<db::Rows, Error>,
+    lookup: Lookup<'_>,
+) -> Result<Option<User>, Error> {
     let (condition, value) = match lookup {
         Lookup::Username(username) => ("username = ?1 COLLATE NOCASE", username),
         Lookup::Email(email) => ("email = ?1 COLLATE NOCASE", email),
         Lookup::Id(id) => ("id = ?1", id),
     };
-    let rows = db::query(
+    let rows = query(
         &format!(
             "SELECT {}, username, email, password_hash, roles FROM users
              WHERE {condition} AND deleted_at IS NULL",

@@ -24,6 +24,34 @@ pub fn issue_token(user_id: &str, org_id: &str, roles: &[String]) -> Result<Issu
     crate::bindings::weft::service::auth::issue_token(user_id, org_id, roles)
 }
 
+/// As [`issue_token`], for a token of session `session_id` (claim `sid`),
+/// which [`revoke_session`] ends.
+pub fn issue_session_token(
+    user_id: &str,
+    org_id: &str,
+    roles: &[String],
+    session_id: &str,
+) -> Result<IssuedToken, Error> {
+    crate::bindings::weft::service::auth::issue_session_token(user_id, org_id, roles, session_id)
+}
+
+/// Refuses every token of session `session_id` once this invocation
+/// commits, on every host. Grant `issue_tokens`.
+pub fn revoke_session(session_id: &str) -> Result<(), Error> {
+    crate::bindings::weft::service::auth::revoke_session(session_id)
+}
+
+/// Refuses every token of `user_id` issued before now, once this
+/// invocation commits. Grant `issue_tokens`.
+pub fn revoke_user(user_id: &str) -> Result<(), Error> {
+    crate::bindings::weft::service::auth::revoke_user(user_id)
+}
+
+/// The session of this invocation's verified caller (its token's `sid`).
+pub fn caller_session() -> Option<String> {
+    crate::bindings::weft::service::auth::caller_session()
+}
+
 /// The JWK set (JSON text) of every public key that verifies tokens.
 pub fn jwks() -> String {
     crate::bindings::weft::service::auth::jwks()

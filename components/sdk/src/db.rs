@@ -38,6 +38,14 @@ pub fn query(sql: &str, params: &[Value]) -> Result<Rows, Error> {
     crate::bindings::weft::service::storage::query(sql, params)
 }
 
+/// Runs a read-only statement on what is committed, outside this
+/// invocation's transaction and without waiting for the database's writer;
+/// it does not see this invocation's own writes. For a read before slow
+/// work (a write that depends on it must check again that it holds).
+pub fn query_committed(sql: &str, params: &[Value]) -> Result<Rows, Error> {
+    crate::bindings::weft::service::storage::query_committed(sql, params)
+}
+
 /// `value` serialised as JSON text, for a JSON column.
 pub fn json_text(value: &impl Serialize) -> Result<Value, Error> {
     serde_json::to_string(value)

@@ -63,6 +63,19 @@ pub fn not_found_because(message: &str) -> Response {
     error(404, "not_found", message)
 }
 
+/// 429 `too_many_requests` with `Retry-After: <retry_after_secs>`.
+pub fn too_many_requests(retry_after_secs: u32) -> Response {
+    let mut response = error(
+        429,
+        "too_many_requests",
+        &format!("too many attempts; try again in {retry_after_secs} s"),
+    );
+    response
+        .headers
+        .push(("retry-after".into(), retry_after_secs.to_string()));
+    response
+}
+
 /// 401 `unauthorized` with `message`.
 pub fn unauthorized(message: &str) -> Response {
     error(401, "unauthorized", message)

@@ -66,6 +66,7 @@ pub mod log;
 pub mod messaging;
 pub mod random;
 pub mod realtime;
+pub mod throttle;
 mod time;
 
 /// `text` parsed as `T`, only if it is a JSON object. serde fills a struct

@@ -8,6 +8,7 @@
 pub mod envelope;
 pub mod local;
 pub mod nats;
+mod nats_revocations;
 pub mod subject;
 
 use std::sync::Arc;
@@ -131,6 +132,9 @@ pub type EventReceiver = async_channel::Receiver<Delivery>;
 /// Receives the requests for the subjects a queue group serves.
 pub type RequestReceiver = async_channel::Receiver<IncomingRequest>;
 
+/// Revocations other hosts share, as they come.
+pub type RevocationFeed = async_channel::Receiver<Vec<crate::revocations::Revocation>>;
+
 /// Bus failures.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
@@ -224,5 +228,29 @@ pub trait Bus: Send + Sync + 'static {
     /// their retained rows again when it changes.
     fn reconnects(&self) -> u64 {
         0
+    }
+
+    /// Tells every other host on this bus about committed revocations, so
+    /// that their gateways refuse the same tokens. The local bus serves
+    /// one host, whose set holds them already.
+    fn share_revocations<'a>(
+        &'a self,
+        _revocations: &'a [crate::revocations::Revocation],
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    /// The revocations hosts shared that may still be in force (one stays
+    /// in force for `window`), then a feed of those shared from now on;
+    /// `None` when the bus serves this host alone.
+    #[allow(clippy::type_complexity)]
+    fn follow_revocations(
+        &self,
+        _window: Duration,
+    ) -> BoxFuture<
+        '_,
+        Result<Option<(Vec<crate::revocations::Revocation>, RevocationFeed)>, BusError>,
+    > {
+        Box::pin(std::future::ready(Ok(None)))
     }
 }

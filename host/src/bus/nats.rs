@@ -81,6 +81,8 @@ pub struct NatsBus {
     js: jetstream::Context,
     events: stream::Stream,
     dead_letters: String,
+    /// The stream of revocations shared between hosts.
+    revocations: String,
     ack_wait: Duration,
     /// Events pulled and waiting for a replica, per consumer.
     queue_capacity: usize,
@@ -148,6 +150,7 @@ impl NatsBus {
             js,
             events,
             dead_letters,
+            revocations: format!("{}_REVOCATIONS", config.stream),
             ack_wait: Duration::from_secs(config.ack_wait_secs.max(1)),
             queue_capacity: config.queue_capacity.max(1),
             reconnects,
@@ -867,6 +870,28 @@ impl Bus for NatsBus {
 
     fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
+    }
+
+    fn share_revocations<'a>(
+        &'a self,
+        revocations: &'a [crate::revocations::Revocation],
+    ) -> BoxFuture<'a, Result<(), BusError>> {
+        super::nats_revocations::share(&self.js, revocations).boxed()
+    }
+
+    fn follow_revocations(
+        &self,
+        window: Duration,
+    ) -> BoxFuture<
+        '_,
+        Result<Option<(Vec<crate::revocations::Revocation>, super::RevocationFeed)>, BusError>,
+    > {
+        async move {
+            super::nats_revocations::follow(&self.js, &self.revocations, window)
+                .await
+                .map(Some)
+        }
+        .boxed()
     }
 
     fn stream_backlog(&self, group: &str) -> Option<u64> {

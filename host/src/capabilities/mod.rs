@@ -8,6 +8,7 @@ pub mod logging;
 pub mod messaging;
 pub mod realtime;
 pub mod storage;
+pub mod throttle;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -25,6 +26,7 @@ pub fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     service::config::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     service::auth::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     service::realtime::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    service::throttle::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 

@@ -90,15 +90,34 @@ impl Host for HostState {
             Ok(tx) => tx.query(sql, params).await,
             Err(e) => Err(e),
         };
-        Ok(result
-            .map(|r| Rows {
-                columns: r.columns,
-                rows: r
-                    .rows
-                    .into_iter()
-                    .map(|row| row.into_iter().map(from_sql).collect())
-                    .collect(),
-            })
-            .map_err(GuestError::from))
+        Ok(result.map(to_rows).map_err(GuestError::from))
+    }
+
+    async fn query_committed(
+        &mut self,
+        sql: String,
+        params: Vec<Value>,
+    ) -> wasmtime::Result<Result<Rows, GuestError>> {
+        if let Err(e) = check(&sql, &params) {
+            return Ok(Err(e));
+        }
+        let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+        let result = self
+            .inv
+            .component
+            .db
+            .query_committed(&sql, &params, self.sql_deadline());
+        Ok(result.map(to_rows).map_err(GuestError::from))
+    }
+}
+
+fn to_rows(r: crate::db::Rows) -> Rows {
+    Rows {
+        columns: r.columns,
+        rows: r
+            .rows
+            .into_iter()
+            .map(|row| row.into_iter().map(from_sql).collect())
+            .collect(),
     }
 }
