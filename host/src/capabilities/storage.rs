@@ -46,7 +46,9 @@ fn from_sql(v: SqlValue) -> Value {
     }
 }
 
-fn check(sql: &str, params: &[Value]) -> Result<(), GuestError> {
+/// The guest's parameters as SQLite values, once the statement's size and
+/// parameter count are checked.
+fn checked_params(sql: &str, params: Vec<Value>) -> Result<Vec<SqlValue>, GuestError> {
     if sql.len() > MAX_SQL {
         return Err(GuestError::LimitExceeded(format!(
             "SQL longer than {MAX_SQL} bytes"
@@ -57,7 +59,7 @@ fn check(sql: &str, params: &[Value]) -> Result<(), GuestError> {
             "more than {MAX_PARAMS} parameters"
         )));
     }
-    Ok(())
+    Ok(params.into_iter().map(to_sql).collect())
 }
 
 impl Host for HostState {
@@ -66,10 +68,10 @@ impl Host for HostState {
         sql: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<u64, GuestError>> {
-        if let Err(e) = check(&sql, &params) {
-            return Ok(Err(e));
-        }
-        let params = params.into_iter().map(to_sql).collect();
+        let params = match checked_params(&sql, params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(e)),
+        };
         let result = match self.tx().await {
             Ok(tx) => tx.execute(sql, params).await,
             Err(e) => Err(e),
@@ -82,10 +84,10 @@ impl Host for HostState {
         sql: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, GuestError>> {
-        if let Err(e) = check(&sql, &params) {
-            return Ok(Err(e));
-        }
-        let params = params.into_iter().map(to_sql).collect();
+        let params = match checked_params(&sql, params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(e)),
+        };
         let result = match self.tx().await {
             Ok(tx) => tx.query(sql, params).await,
             Err(e) => Err(e),
@@ -98,10 +100,10 @@ impl Host for HostState {
         sql: String,
         params: Vec<Value>,
     ) -> wasmtime::Result<Result<Rows, GuestError>> {
-        if let Err(e) = check(&sql, &params) {
-            return Ok(Err(e));
-        }
-        let params: Vec<SqlValue> = params.into_iter().map(to_sql).collect();
+        let params = match checked_params(&sql, params) {
+            Ok(params) => params,
+            Err(e) => return Ok(Err(e)),
+        };
         let result = self
             .inv
             .component
