@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use weft_sdk::db::{self, Value};
-use weft_sdk::{config, format_rfc3339, http, now_rfc3339, now_unix, Error, Request, Response};
+use weft_sdk::{format_rfc3339, http, now_rfc3339, now_unix, Error, Request, Response};
 
 use crate::secrets;
 
@@ -115,8 +115,5 @@ pub fn unspend(user_id: &str) -> Result<(), Error> {
 }
 
 fn ttl_secs() -> i64 {
-    config::get("invitation_ttl_secs")
-        .and_then(|text| text.trim().parse::<i64>().ok())
-        .filter(|secs| *secs > 0)
-        .unwrap_or(DEFAULT_TTL_SECS)
+    crate::settings::positive("invitation_ttl_secs", DEFAULT_TTL_SECS)
 }

@@ -27,6 +27,7 @@ mod register;
 mod roles;
 mod secrets;
 mod sessions;
+mod settings;
 mod users;
 
 use weft_sdk::{auth, http, Error, Event, Guest, Request, Response};

@@ -16,7 +16,7 @@
 //! guesses count, and given back when the password was right.
 
 use serde::Deserialize;
-use weft_sdk::{config, http, log, throttle, Error, Request, Response};
+use weft_sdk::{http, log, throttle, Error, Request, Response};
 
 use crate::password;
 use crate::users::{self, Lookup};
@@ -87,16 +87,11 @@ struct Limits {
 
 impl Limits {
     fn configured() -> Limits {
-        let get = |key: &str, default: u32| {
-            config::get(key)
-                .and_then(|text| text.trim().parse::<u32>().ok())
-                .filter(|n| *n > 0)
-                .unwrap_or(default)
-        };
+        use crate::settings::positive;
         Limits {
-            per_account: get("login_attempts_per_account", 5),
-            per_address: get("login_attempts_per_address", 20),
-            window_secs: get("login_window_secs", 900),
+            per_account: positive("login_attempts_per_account", 5),
+            per_address: positive("login_attempts_per_address", 20),
+            window_secs: positive("login_window_secs", 900),
         }
     }
 }

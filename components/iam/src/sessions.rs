@@ -200,8 +200,5 @@ fn invalid_refresh() -> Response {
 }
 
 fn refresh_ttl_secs() -> i64 {
-    config::get("refresh_ttl_secs")
-        .and_then(|text| text.trim().parse::<i64>().ok())
-        .filter(|secs| *secs > 0)
-        .unwrap_or(DEFAULT_REFRESH_TTL_SECS)
+    crate::settings::positive("refresh_ttl_secs", DEFAULT_REFRESH_TTL_SECS)
 }
